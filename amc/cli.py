@@ -1,0 +1,159 @@
+"""The ``amc`` command line: thin. It parses, loads the pipeline file, calls the library and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from amc.errors import AmcError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build step-level critique datasets for math.")
+schema_app = typer.Typer(no_args_is_help=True, help="JSON Schemas of the record kinds.")
+app.add_typer(schema_app, name="schema")
+console = Console(stderr=True)
+PIPELINES_DIR = Path(__file__).parent / "pipelines"
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Pipeline file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set stages.filter.k=2")]
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from amc.config import load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except AmcError as exc:
+        _fail(exc)
+
+
+@app.command()
+def build(
+    config: ConfigOpt = Path("amc.yaml"),
+    stage: Annotated[str, typer.Option("--stage", "-s", help="Build every stage up to and including this one.")] = "filter",
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Build the pipeline's stages up to STAGE, skipping stages that are up to date."""
+    from amc.engine.runner import Runner
+
+    cfg = _load(config, set_)
+    try:
+        reports = Runner(cfg, show_progress=not quiet).build(stage)
+    except (AmcError, ValueError) as exc:
+        _fail(exc)
+    table = Table(title=f"amc build {cfg.name}: stages up to '{stage}'")
+    for col in ("stage", "action", "rows", "rejects", "dropped", "requests made", "from cache", "seconds"):
+        table.add_column(col, justify="left" if col in ("stage", "action") else "right")
+    for r in reports:
+        table.add_row(r.name, r.action, str(r.rows), str(r.rejects), str(r.dropped), str(r.made), str(r.cached),
+                      f"{r.seconds:.1f}")
+    out = Console()
+    out.print(table)
+    if reports and reports[-1].funnel:
+        out.print(_funnel_table(reports[-1].name, reports[-1].funnel))
+    out.print(f"run directory: {cfg.run_path}")
+
+
+def _funnel_table(stage: str, funnel: dict[str, int]) -> Table:
+    table = Table(title=f"{stage} funnel")
+    table.add_column("step")
+    table.add_column("rows", justify="right")
+    order = sorted(funnel, key=lambda k: (k != "in", k == "kept", k))  # rows in first, kept last
+    for key in order:
+        value = funnel[key]
+        table.add_row(key.replace("dropped:", "dropped by "), str(value))
+    return table
+
+
+@app.command()
+def status(
+    config: ConfigOpt = Path("amc.yaml"),
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each stage as done, partial, stale or missing, with row counts, the funnel and request counts."""
+    from amc.engine.status import run_status
+
+    cfg = _load(config, set_)
+    info = run_status(cfg)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{cfg.name} ({info['run_dir']})")
+    for col in ("stage", "state", "shards", "rows", "rejects", "dropped", "requests made", "from cache"):
+        table.add_column(col)
+    for name, s in info["stages"].items():
+        req = s.get("requests", {})
+        table.add_row(name, s["state"], s.get("shards", ""), str(s.get("rows", "")), str(s.get("rejects", "")),
+                      str(s.get("dropped", "")), str(req.get("made", "")), str(req.get("cached", "")))
+    out = Console()
+    out.print(table)
+    for name, s in info["stages"].items():
+        if s.get("funnel") and name in ("critique", "filter", "inject"):
+            out.print(_funnel_table(name, s["funnel"]))
+    if info["last_build"]:
+        req = info["last_build"]["requests"]
+        out.print(f"last build: {req['made']} engine requests made, {req['cached']} served from the cache")
+
+
+@app.command()
+def init(
+    template: Annotated[str, typer.Option("--template", "-t", help="One of the ready pipelines.")] = "quickstart",
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("amc.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented amc.yaml from one of the ready pipelines."""
+    src = PIPELINES_DIR / f"{template}.yaml"
+    if not src.is_file():
+        names = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+        _fail(AmcError(f"no pipeline template '{template}'; choose one of: {', '.join(names)}"))
+    if output.exists() and not force:
+        _fail(AmcError(f"{output} exists; pass --force to overwrite it"))
+    output.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    typer.echo(f"wrote {output} from the '{template}' pipeline; run `amc build --stage filter`")
+
+
+@app.command()
+def verify(gold: str, pred: str) -> None:
+    """Print true when PRED is mathematically equivalent to GOLD (math-verify underneath)."""
+    from amc.answers import verify as _verify
+
+    typer.echo("true" if _verify(gold, pred) else "false")
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the schemas.")] = Path("schemas"),
+) -> None:
+    """Write the JSON Schema of every record kind into DIR."""
+    from amc.schemas import export_schemas
+
+    for path in export_schemas(directory):
+        typer.echo(f"wrote {path}")
+
+
+@schema_app.command("check")
+def schema_check(directory: Annotated[Path, typer.Option("--dir")] = Path("schemas")) -> None:
+    """Exit non-zero when the schemas in DIR differ from the records."""
+    from amc.schemas import schema_drift
+
+    drift = schema_drift(directory)
+    if drift:
+        typer.echo("out of date: " + ", ".join(drift) + " (run `amc schema export`)", err=True)
+        raise typer.Exit(code=1)
+    typer.echo("schemas are up to date")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,315 @@
+"""The pipeline file: pydantic models of a YAML file, with ``--set a.b=c`` overrides.
+
+An unknown key is an error that names its dotted path, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from amc.errors import ConfigError
+
+STAGES: tuple[str, ...] = ("problems", "sample", "inject", "critique", "filter")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------- sources
+class SyntheticSource(Strict):
+    """Multi-step arithmetic word problems with sympy-checked answers; difficulty = number of steps."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    count: int = Field(default=32, ge=1)
+    min_steps: int = Field(default=2, ge=1)
+    max_steps: int = Field(default=5, ge=1)
+    seed: int | None = Field(default=None, description="Defaults to the run seed.")
+
+
+class FieldMap(Strict):
+    """Which field of each input row holds what. ``answer`` may be absent when ``solution`` holds it."""
+
+    id: str | None = None
+    question: str = "question"
+    answer: str | None = "answer"
+    solution: str | None = None
+    difficulty: str | None = None
+    subject: str | None = None
+
+
+AnswerFormat = Literal["plain", "gsm8k", "boxed"]
+
+
+class FileSource(Strict):
+    """Local jsonl, json (array) or parquet file with a field mapping."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["jsonl", "json", "parquet"] | None = Field(default=None, description="Inferred from suffix.")
+    fields: FieldMap = Field(default_factory=FieldMap)
+    answer_format: AnswerFormat = Field(
+        default="plain",
+        description="How the answer field holds the answer: 'plain' as is, 'gsm8k' after '####' (the text before "
+        "it is the solution), 'boxed' the last \\boxed{} of the field.",
+    )
+    limit: int | None = Field(default=None, ge=1)
+
+
+class HubSource(Strict):
+    """A Hugging Face dataset through ``datasets.load_dataset``; presets for GSM8K and MATH."""
+
+    kind: Literal["hub"] = "hub"
+    preset: Literal["gsm8k", "math", "custom"] = "custom"
+    dataset: str | None = Field(default=None, description="Hub id or local path; preset default when omitted.")
+    name: str | None = Field(default=None, description="Dataset config name (GSM8K: 'main').")
+    split: str = "test"
+    revision: str | None = None
+    fields: FieldMap | None = None
+    answer_format: AnswerFormat | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+SourceConfig = Annotated[SyntheticSource | FileSource | HubSource, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------- models
+class ModelConfig(Strict):
+    """One model block. The same pipeline runs on any engine by changing this block only."""
+
+    engine: Literal["sim", "vllm", "openai", "transformers"] = "sim"
+    model: str = "sim"
+    revision: str | None = None
+    # sim
+    error_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="sim: chance a sampled path goes wrong.")
+    # vllm
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = Field(default=False, description="vllm: no CUDA graphs or compilation (starts faster).")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="vllm: further keyword arguments for vllm.LLM, e.g. {swap_space: 4}."
+    )
+    # openai
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the key.")
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    supports_n: bool = True
+    retry_backoff: float = Field(default=1.0, gt=0, description="openai: first retry waits about this long (s).")
+    retry_max_backoff: float = Field(default=60.0, gt=0, description="openai: longest wait between retries (s).")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="openai: JSON fields added to every request, e.g. {top_k: 20}."
+    )
+    # transformers
+    device: str = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+
+
+class Models(Strict):
+    actor: ModelConfig = Field(default_factory=ModelConfig)
+    injector: ModelConfig | None = Field(default=None, description="Defaults to the actor.")
+    annotator: ModelConfig = Field(default_factory=ModelConfig)
+
+    def for_role(self, role: str) -> ModelConfig:
+        if role in ("actor", "refiner"):
+            return self.actor
+        if role == "injector":
+            return self.injector or self.actor
+        return self.annotator
+
+
+# --------------------------------------------------------------------------------------------- stages
+class Sampling(Strict):
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1)
+
+
+class ErrorType(Strict):
+    name: str
+    description: str
+    example: str = ""
+
+
+DEFAULT_ERROR_TYPES: list[ErrorType] = [
+    ErrorType(name="calculation", description="An arithmetic result is computed wrongly.",
+              example="12 * 4 = 46"),
+    ErrorType(name="wrong_operation", description="The wrong operation is applied to the right numbers.",
+              example="adds the discount instead of subtracting it"),
+    ErrorType(name="misread_quantity", description="A number from the question is copied wrongly.",
+              example="uses 15 apples where the question says 51"),
+    ErrorType(name="missing_condition", description="A condition of the question is ignored.",
+              example="forgets that two of the eggs were broken"),
+    ErrorType(name="wrong_formula", description="A wrong formula or rule is used.",
+              example="area of a circle = 2 * pi * r"),
+    ErrorType(name="logical_leap", description="A conclusion that does not follow from the previous steps.",
+              example="so the train must arrive first"),
+    ErrorType(name="units_or_percentages", description="Units or percentages are mishandled.",
+              example="20% of 50 = 20 * 50 = 1000"),
+    ErrorType(name="sign", description="A sign error.", example="5 - 8 = 3"),
+]
+
+
+class SampleStage(Strict):
+    """RG1: n samples per problem from the actor; every path is split into steps and graded."""
+
+    enabled: bool = True
+    n: int = Field(default=4, ge=1)
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    template: str = "solve"
+
+
+class InjectStage(Strict):
+    """RG3: take a correct path, rewrite step k with a named error type, let the actor continue."""
+
+    enabled: bool = True
+    per_problem: int = Field(default=1, ge=0, description="Injected paths per problem that has a correct path.")
+    error_types: list[ErrorType] = Field(default_factory=lambda: list(DEFAULT_ERROR_TYPES))
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    template: str = "inject"
+
+
+class CritiqueStage(Strict):
+    """The annotator critiques each path step by step, in the AutoMathCritique text format."""
+
+    n: int = Field(default=1, ge=1)
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0))
+    template: str = "critique"
+    reference_answer_hint: bool = True
+    error_location_hint: bool = True
+    stop_at_first_error: bool = False
+    include_correct_paths: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of correct paths that are critiqued too."
+    )
+    max_parse_retries: int = Field(default=1, ge=0)
+
+
+class FilterRules(Strict):
+    verdict_matches: bool = Field(default=True, description="Final verdict agrees with the true correctness.")
+    error_step_matches: bool = Field(default=False, description="First Wrong step equals a known error step.")
+    error_step_tolerance: int = Field(default=0, ge=0)
+    shortcut_guard: bool = Field(default=True, description="A refinement with almost no working is no success.")
+    min_refinement_steps: int = Field(default=2, ge=1)
+
+
+class FilterStage(Strict):
+    """Correction-outcome filtering: N refinements per critique, keep when at least k are correct."""
+
+    n: int = Field(default=4, ge=1, description="Refinements per critique (N).")
+    k: int = Field(default=1, ge=1, description="Correct refinements needed to keep a critique.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    template: str = "refine"
+    rules: FilterRules = Field(default_factory=FilterRules)
+
+    @model_validator(mode="after")
+    def _k_at_most_n(self) -> FilterStage:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
+        return self
+
+
+class Stages(Strict):
+    sample: SampleStage = Field(default_factory=SampleStage)
+    inject: InjectStage = Field(default_factory=InjectStage)
+    critique: CritiqueStage = Field(default_factory=CritiqueStage)
+    filter: FilterStage = Field(default_factory=FilterStage)
+
+
+class PipelineConfig(Strict):
+    """A whole pipeline file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str = Field(default="0.1.0", pattern=r"^\d+\.\d+\.\d+([-+].*)?$", description="Dataset version.")
+    description: str = ""
+    seed: int = 0
+    run_dir: str | None = Field(default=None, description="Defaults to runs/<name>, relative to the working dir.")
+    shard_size: int = Field(default=64, ge=1, description="Rows per output shard (the unit of resume).")
+    prompts_dir: str | None = Field(default=None, description="A folder of your own prompt templates.")
+    source: SourceConfig = Field(default_factory=SyntheticSource)
+    models: Models = Field(default_factory=Models)
+    stages: Stages = Field(default_factory=Stages)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_source_kind(cls, data: Any) -> Any:
+        # `source: {count: 8}` means the synthetic source, as when `source` is left out.
+        if isinstance(data, dict) and isinstance(data.get("source"), dict) and "kind" not in data["source"]:
+            data = {**data, "source": {"kind": "synthetic", **data["source"]}}
+        return data
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+
+# --------------------------------------------------------------------------------------------- loading
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into (['a', 'b'], value); the value is read as YAML, so ``k=3`` is an int."""
+    if "=" not in text:
+        raise ConfigError("--set", text, "expected KEY=VALUE, e.g. stages.filter.k=2")
+    key, _, raw = text.partition("=")
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key.strip()):
+        raise ConfigError("--set", key, "keys are dotted names, e.g. stages.filter.k")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return ``data`` with each ``a.b=c`` applied; intermediate mappings are created as needed."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def _format_validation(file: str, err: ValidationError) -> ConfigError:
+    lines = []
+    first_path = ""
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        first_path = first_path or path
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{path}: {msg}")
+    error = ConfigError(file, "", "; ".join(lines))
+    error.path = first_path
+    return error
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline file. Errors name the file and the dotted key path.
+
+    >>> cfg = load_config("pipelines/quickstart.yaml", ["stages.filter.k=2"])  # doctest: +SKIP
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "", "pipeline file not found (create one with `amc init`)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), "", f"not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(p), "", "the top level must be a mapping")
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data, str(p))
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(origin, exc) from None

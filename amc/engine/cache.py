@@ -1,0 +1,123 @@
+"""The request cache: every engine request goes through it, so a rerun makes no engine call.
+
+Keyed by a content hash of everything that changes the answer (engine, model, revision, rendered messages,
+continuation flag, response schema, sampling parameters with ``n`` and ``seed``, prompt template version), never by
+a pickled function or by row order. Stored in an embedded SQLite file; each chunk of answers is committed before
+the next is sent, so a killed build loses at most one chunk. Failed and truncated answers are never stored: they
+are asked again next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from amc.backends.base import Backend, GenerationRequest, GenerationResponse
+
+
+def request_key(engine: str, model: str, revision: str | None, req: GenerationRequest) -> str:
+    """Content hash of a request; ``req.id`` and ``req.context`` are addresses and hints, not content."""
+    payload: dict[str, Any] = {
+        "engine": engine,
+        "model": model,
+        "revision": revision,
+        "messages": [m.model_dump() for m in req.messages],
+        "continue_final_message": req.continue_final_message,
+        "response_schema": req.response_schema,
+        "params": req.params.model_dump(),
+        "template": req.template,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class RequestCache:
+    """SQLite store of successful responses, by request key."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, body in self._db.execute(f"SELECT key, body FROM responses WHERE key IN ({marks})", chunk):
+                    found[key] = body
+        return found
+
+    def put_many(self, items: list[tuple[str, str]]) -> None:
+        if not items:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", items)
+            self._db.execute("COMMIT")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _cacheable(resp: GenerationResponse) -> bool:
+    return resp.ok and all(c.finish_reason == "stop" for c in resp.completions)
+
+
+class CachedBackend:
+    """A backend seen through the cache. Counts requests ``made`` (sent to the engine) and ``cached``."""
+
+    def __init__(self, backend: Backend, cache: RequestCache, chunk_size: int = 64):
+        self.backend = backend
+        self.cache = cache
+        self.chunk_size = chunk_size
+        self.engine, self.model, self.revision = backend.engine, backend.model, backend.revision
+        self.made = 0
+        self.cached = 0
+        self.failed = 0
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:
+        keys = [request_key(self.engine, self.model, self.revision, r) for r in requests]
+        hits = self.cache.get_many(list(set(keys)))
+        out: list[GenerationResponse | None] = [None] * len(requests)
+        misses: list[int] = []
+        for i, key in enumerate(keys):
+            if key in hits:
+                resp = GenerationResponse.model_validate_json(hits[key])
+                out[i] = resp.model_copy(update={"request_id": requests[i].id, "cached": True})
+                self.cached += 1
+            else:
+                misses.append(i)
+        for start in range(0, len(misses), self.chunk_size):
+            idx = misses[start : start + self.chunk_size]
+            answers = self.backend.generate([requests[i] for i in idx])
+            if len(answers) != len(idx):
+                raise RuntimeError(f"engine {self.engine} returned {len(answers)} responses for {len(idx)} requests")
+            self.made += len(idx)
+            to_store = []
+            for i, resp in zip(idx, answers, strict=True):
+                resp = resp.model_copy(update={"request_id": requests[i].id})
+                out[i] = resp
+                if _cacheable(resp):
+                    to_store.append((keys[i], resp.model_dump_json(exclude={"cached"})))
+                elif resp.error is not None:
+                    self.failed += 1
+            self.cache.put_many(to_store)
+        return [r for r in out if r is not None]
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,262 @@
+"""The run engine: builds stages in order like make, shard by shard, resumable, through the request cache.
+
+Layout of a run directory (default ``runs/<name>/``)::
+
+    cache.sqlite              request cache (every engine answer, by content hash)
+    build.json                the last build: per stage built/skipped, requests made and served from cache
+    <stage>/manifest.json     fingerprint, status, per-shard counts, funnel, models, templates
+    <stage>/data/*.parquet    the stage's output (for ``filter``: the kept rows)
+    <stage>/rejects/*.parquet rows the stage could not produce, with reasons
+    <stage>/dropped/*.parquet rows a filter rule dropped, with the rule (``filter`` only)
+
+Shard i of every stage is made from shard i of the stage before it, so all paths of a problem stay together and
+a killed build resumes at the first shard its manifest does not list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amc import __version__
+from amc.backends import create
+from amc.config import STAGES as STAGE_NAMES
+from amc.config import FileSource, PipelineConfig
+from amc.engine.cache import CachedBackend, RequestCache
+from amc.engine.store import atomic_write_json, read_records, shard_name, write_records
+from amc.prompts import load_template
+from amc.records import Reject
+from amc.stages import STAGE_ORDER, Stage, StageContext
+from amc.stages.problems import ProblemsStage
+
+
+def stages_until(until: str) -> list[Stage]:
+    if until not in STAGE_NAMES:
+        raise ValueError(f"unknown stage '{until}'; stages are {', '.join(STAGE_NAMES)}")
+    return list(STAGE_ORDER[: STAGE_NAMES.index(until) + 1])
+
+
+def _source_content(cfg: PipelineConfig) -> str | None:
+    """A hash of a local source file, so that editing the file makes the problems stage stale."""
+    if isinstance(cfg.source, FileSource) and Path(cfg.source.path).is_file():
+        return hashlib.sha256(Path(cfg.source.path).read_bytes()).hexdigest()
+    return None
+
+
+def stage_fingerprint(stage: Stage, cfg: PipelineConfig, input_fp: str | None) -> str:
+    """Hash of what a stage's output depends on: its config slice, its input, its templates and code version."""
+    payload: dict[str, Any] = {
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "code_version": __version__,
+        "config": stage.config_slice(cfg),
+        "input": input_fp,
+        "templates": [load_template(t, cfg.prompts_dir).ref for t in stage.templates(cfg)],
+    }
+    if stage.name == "problems":
+        payload["source_content"] = _source_content(cfg)
+    blob = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expected_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
+    fps: dict[str, str] = {}
+    prev = None
+    for stage in STAGE_ORDER:
+        prev = fps[stage.name] = stage_fingerprint(stage, cfg, prev)
+    return fps
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    path = stage_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class StageReport:
+    name: str
+    action: str  # built | resumed | skipped
+    rows: int = 0
+    rejects: int = 0
+    dropped: int = 0
+    made: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    funnel: dict[str, int] = field(default_factory=dict)
+
+
+class _Backends:
+    """Cache-wrapped engines by model block, created on first use and closed when no later stage needs them."""
+
+    def __init__(self, cfg: PipelineConfig, cache: RequestCache):
+        self.cfg, self.cache = cfg, cache
+        self._live: dict[str, CachedBackend] = {}
+
+    @staticmethod
+    def _key(model_cfg: Any) -> str:
+        return json.dumps(model_cfg.model_dump(), sort_keys=True)
+
+    def get(self, role: str) -> CachedBackend:
+        model_cfg = self.cfg.models.for_role(role)
+        key = self._key(model_cfg)
+        if key not in self._live:
+            self._live[key] = CachedBackend(create(model_cfg), self.cache)
+        return self._live[key]
+
+    def counters(self) -> tuple[int, int]:
+        return sum(b.made for b in self._live.values()), sum(b.cached for b in self._live.values())
+
+    def usage(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for b in self._live.values():
+            total.update(getattr(b.backend, "usage", None) or {})
+        return dict(total)
+
+    def release_unused(self, later: list[Stage]) -> None:
+        """Free engines (and their GPU memory) that no later stage uses."""
+        needed = {self._key(self.cfg.models.for_role(r)) for s in later for r in s.roles}
+        for key in [k for k in self._live if k not in needed]:
+            self._live.pop(key).close()
+
+    def close(self) -> None:
+        self.release_unused([])
+
+
+class Runner:
+    """Builds a pipeline's stages. ``Runner(cfg).build("filter")`` builds every stage up to the filter."""
+
+    def __init__(self, cfg: PipelineConfig, show_progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = cfg.run_path
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ build
+    def build(self, until: str = "filter") -> list[StageReport]:
+        plan = stages_until(until)
+        # Bad input fails here, before any engine starts.
+        problems = ProblemsStage().load(self.cfg)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cache = RequestCache(self.run_dir / "cache.sqlite")
+        backends = _Backends(self.cfg, cache)
+        reports: list[StageReport] = []
+        input_fp: str | None = None
+        started = time.time()
+        try:
+            for pos, stage in enumerate(plan):
+                fp = stage_fingerprint(stage, self.cfg, input_fp)
+                reports.append(self._build_stage(stage, fp, problems, backends))
+                backends.release_unused(plan[pos + 1 :])
+                input_fp = fp
+        finally:
+            backends.close()
+            cache.close()
+            atomic_write_json(self.run_dir / "build.json", {
+                "until": until, "seconds": round(time.time() - started, 3),
+                "stages": [r.__dict__ for r in reports],
+                "requests": {"made": sum(r.made for r in reports), "cached": sum(r.cached for r in reports)},
+            })
+        return reports
+
+    def _build_stage(self, stage: Stage, fp: str, problems: list[Any], backends: _Backends) -> StageReport:
+        stage_dir = self.run_dir / stage.name
+        manifest = read_manifest(stage_dir)
+        if manifest and manifest["fingerprint"] == fp and manifest["status"] == "done":
+            return StageReport(stage.name, "skipped", rows=manifest["rows"], rejects=manifest["rejects"],
+                               dropped=manifest["dropped"], funnel=manifest["funnel"])
+        resumed = bool(manifest and manifest["fingerprint"] == fp)
+        if manifest and not resumed:
+            shutil.rmtree(stage_dir)  # stale: its config or input changed
+        t0 = time.time()
+        made0, cached0 = backends.counters()
+
+        if stage.input_stage is None:
+            size = self.cfg.shard_size
+            chunks: list[list[Any]] | None = [problems[i : i + size] for i in range(0, len(problems), size)] or [[]]
+            num = len(chunks)
+        else:
+            chunks = None
+            in_manifest = read_manifest(self.run_dir / stage.input_stage)
+            assert in_manifest is not None and in_manifest["status"] == "done", "input stage must be built first"
+            num = in_manifest["num_shards"]
+            in_dir = self.run_dir / stage.input_stage / "data"
+            in_model = _output_model(stage.input_stage)
+
+        if not resumed:
+            manifest = {"stage": stage.name, "fingerprint": fp, "status": "partial", "num_shards": num,
+                        "shards": {}, "config": stage.config_slice(self.cfg), "code_version": __version__,
+                        "templates": [load_template(t, self.cfg.prompts_dir).ref for t in stage.templates(self.cfg)],
+                        "models": {r: self.cfg.models.for_role(r).model_dump() for r in stage.roles}}
+            atomic_write_json(stage_dir / "manifest.json", manifest)
+        assert manifest is not None
+        ctx = StageContext(cfg=self.cfg, get_backend=backends.get)
+        todo = [i for i in range(num) if str(i) not in manifest["shards"]]
+        with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
+            for i in todo:
+                name = shard_name(i, num)
+                if chunks is not None:
+                    rows = chunks[i]
+                else:
+                    rows = read_records(in_dir / name, in_model) if (in_dir / name).is_file() else []
+                res = stage.run(rows, ctx)
+                # An empty shard is not written at all: `datasets` cannot read a Parquet file with no rows.
+                if res.rejects:
+                    write_records(stage_dir / "rejects" / name, res.rejects, Reject)
+                if stage.dropped_output is not None and res.dropped:
+                    write_records(stage_dir / "dropped" / name, res.dropped, stage.dropped_output)
+                sha = write_records(stage_dir / "data" / name, res.rows, stage.output) if res.rows else None
+                manifest["shards"][str(i)] = {"rows": len(res.rows), "rejects": len(res.rejects),
+                                              "dropped": len(res.dropped), "counts": dict(res.counts),
+                                              "sha256": sha}
+                atomic_write_json(stage_dir / "manifest.json", manifest)
+                advance()
+
+        shards = manifest["shards"].values()
+        funnel: Counter[str] = Counter()
+        for s in shards:
+            funnel.update(s["counts"])
+        rejects_by_reason: Counter[str] = Counter()
+        for f in sorted((stage_dir / "rejects").glob("*.parquet")):
+            rejects_by_reason.update(r.reason for r in read_records(f, Reject))
+        made, cached = backends.counters()
+        manifest.update({
+            "status": "done", "rows": sum(s["rows"] for s in shards), "rejects": sum(s["rejects"] for s in shards),
+            "dropped": sum(s["dropped"] for s in shards), "funnel": dict(sorted(funnel.items())),
+            "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+            "requests": {"made": made - made0, "cached": cached - cached0}, "usage": backends.usage(),
+        })
+        atomic_write_json(stage_dir / "manifest.json", manifest)
+        return StageReport(stage.name, "resumed" if resumed else "built", rows=manifest["rows"],
+                           rejects=manifest["rejects"], dropped=manifest["dropped"], made=made - made0,
+                           cached=cached - cached0, seconds=round(time.time() - t0, 3), funnel=manifest["funnel"])
+
+
+def _output_model(stage_name: str) -> Any:
+    return next(s.output for s in STAGE_ORDER if s.name == stage_name)
+
+
+class _progress:
+    """A rich progress bar over a stage's shards (silent when disabled)."""
+
+    def __init__(self, enabled: bool, label: str, total: int, completed: int):
+        self.enabled, self.label, self.total, self.completed = enabled, label, total, completed
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
+                           TimeElapsedColumn(), transient=False)
+        self._p.start()
+        task = self._p.add_task(self.label, total=self.total, completed=self.completed)
+        return lambda: self._p.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.stop()

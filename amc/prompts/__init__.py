@@ -1,0 +1,64 @@
+"""Prompt templates: sandboxed Jinja files, versioned by name, overridable from a folder of your own.
+
+A template file ``<name>.jinja`` starts with ``{# version: N #}`` and splits into chat messages at marker lines
+``<|system|>``, ``<|user|>`` and ``<|assistant|>``. Its identity in caches, fingerprints and cards is
+``name@version``: edit a template, bump its version, and the stages that use it are rebuilt.
+
+>>> t = load_template("solve")
+>>> t.ref
+'solve@1'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from amc.backends.base import Message
+
+BUILTIN_DIR = Path(__file__).parent
+_VERSION = re.compile(r"^\{#\s*version:\s*([\w.-]+)\s*#\}\s*\n?")
+_MARKER = re.compile(r"^<\|(system|user|assistant)\|>\s*$", re.MULTILINE)
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    version: str
+    source: str
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def render(self, **variables: Any) -> list[Message]:
+        """Render into chat messages; a template with no marker is one user message."""
+        text = _ENV.from_string(self.source).render(**variables)
+        parts = _MARKER.split(text)
+        if len(parts) == 1:
+            return [Message(role="user", content=text.strip())]
+        messages = []
+        for role, content in zip(parts[1::2], parts[2::2], strict=True):
+            messages.append(Message(role=role, content=content.strip()))  # type: ignore[arg-type]
+        return messages
+
+
+def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
+    """Find ``name`` in the user's ``prompts_dir`` first, then among the built-in templates."""
+    candidates = [Path(prompts_dir) / f"{name}.jinja"] if prompts_dir else []
+    candidates.append(BUILTIN_DIR / f"{name}.jinja")
+    for path in candidates:
+        if path.is_file():
+            raw = path.read_text(encoding="utf-8")
+            m = _VERSION.match(raw)
+            if not m:
+                raise ValueError(f"{path}: a template must start with '{{# version: N #}}'")
+            return Template(name=name, version=m.group(1), source=raw[m.end() :], path=path)
+    raise FileNotFoundError(f"prompt template '{name}' not found in {[str(c.parent) for c in candidates]}")

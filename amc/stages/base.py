@@ -1,0 +1,98 @@
+"""What a stage is: a function from a list of records to a list of records, plus what it could not produce.
+
+A stage knows neither the command line nor the run engine. The runner hands it a :class:`StageContext` (the
+pipeline config, cache-wrapped engines by role, seeds) and writes what it returns. Stages never raise for one
+bad row: they return it as a :class:`~amc.records.Reject` with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from amc.backends.base import GenerationRequest, GenerationResponse
+from amc.config import PipelineConfig
+from amc.prompts import Template, load_template
+from amc.records import Record, Reject
+
+
+def derive_seed(run_seed: int, *parts: object) -> int:
+    """A 31-bit seed from the run seed and an address such as (row id, purpose, sample index)."""
+    text = "\x1f".join(str(p) for p in (run_seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class Generator:
+    """What a stage sees of an engine: ``generate`` (cache-wrapped by the runner) and the model's name."""
+
+    engine: str
+    model: str
+    revision: str | None
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class StageContext:
+    cfg: PipelineConfig
+    get_backend: Callable[[str], Generator]
+    progress: Callable[[int], None] = lambda n: None
+
+    def backend(self, role: str) -> Generator:
+        return self.get_backend(role)
+
+    def seed(self, *parts: object) -> int:
+        return derive_seed(self.cfg.seed, *parts)
+
+    def template(self, name: str) -> Template:
+        return load_template(name, self.cfg.prompts_dir)
+
+
+@dataclass
+class StageResult:
+    rows: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    dropped: list[Record] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class Stage:
+    """Base of the five stages. Subclasses set the class attributes and implement ``config_slice`` and ``run``."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    input_stage: ClassVar[str | None] = None
+    output: ClassVar[type[Record]]
+    dropped_output: ClassVar[type[Record] | None] = None
+    roles: ClassVar[tuple[str, ...]] = ()
+
+    def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """The part of the config this stage's output depends on (part of its fingerprint)."""
+        raise NotImplementedError
+
+    def templates(self, cfg: PipelineConfig) -> list[str]:
+        return []
+
+    def enabled(self, cfg: PipelineConfig) -> bool:
+        return True
+
+    def run(self, rows: list[Any], ctx: StageContext) -> StageResult:
+        raise NotImplementedError
+
+
+def model_slice(cfg: PipelineConfig, role: str) -> dict[str, Any]:
+    """The model block of a role, as it enters fingerprints (no secret is ever in a model block)."""
+    return cfg.models.for_role(role).model_dump()
+
+
+def reject_for(stage: str, row_id: str, resp: GenerationResponse) -> Reject | None:
+    """A reject row for a failed engine response, else None."""
+    if resp.error is not None:
+        return Reject(stage=stage, row_id=row_id, reason="engine_error", detail=resp.error[:2000])
+    if not resp.completions:
+        return Reject(stage=stage, row_id=row_id, reason="empty_response", detail="the engine returned no completion")
+    return None

@@ -1,0 +1,109 @@
+"""Stage ``filter``: correction-outcome filtering. The actor refines each flawed path N times given the critique;
+the critique is kept when at least k refinements reach the reference answer (Monte Carlo soft filtering).
+
+Cheap rules run before any refinement is asked for; every dropped row carries the rule that dropped it, and the
+funnel (rows in, dropped per rule, kept) is returned as counts for the manifest, ``amc status`` and the card.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amc.answers import extract, verify_many
+from amc.backends.base import GenerationRequest, SamplingParams
+from amc.config import FilterRules, PipelineConfig
+from amc.records import Critique, FilterDecision, Refinement
+from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
+from amc.steps import split
+
+
+def rule_violation(c: Critique, rules: FilterRules) -> str | None:
+    """The first cheap rule a critique breaks, or None. Order matters only for which reason is recorded."""
+    if c.parse_status != "ok":
+        return "incomplete_critique"
+    if rules.verdict_matches and c.final_verdict != c.path.correct:
+        return "verdict_mismatch"
+    known = c.path.error_step
+    if rules.error_step_matches and known is not None and known >= 0:
+        predicted = c.first_error_step
+        if predicted is None or predicted < 0 or abs(predicted - known) > rules.error_step_tolerance:
+            return "error_step_mismatch"
+    return None
+
+
+def is_shortcut(text: str, rules: FilterRules) -> bool:
+    """A refinement that states an answer with almost no working is not a success."""
+    return rules.shortcut_guard and len(split(text)) < rules.min_refinement_steps
+
+
+class FilterStage(Stage):
+    name = "filter"
+    input_stage = "critique"
+    output = FilterDecision
+    dropped_output = FilterDecision
+    roles = ("actor",)
+
+    def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
+        return {"stage": cfg.stages.filter.model_dump(), "actor": model_slice(cfg, "actor"), "seed": cfg.seed}
+
+    def templates(self, cfg: PipelineConfig) -> list[str]:
+        return [cfg.stages.filter.template]
+
+    def run(self, rows: list[Critique], ctx: StageContext) -> StageResult:
+        f = ctx.cfg.stages.filter
+        result = StageResult()
+        result.counts["in"] = len(rows)
+        survivors: list[Critique] = []
+        for c in rows:
+            why = rule_violation(c, f.rules)
+            if why:
+                result.dropped.append(FilterDecision(id=c.id, critique=c, refinements=[], n=f.n, k=f.k,
+                                                     n_correct=0, kept=False, reason=why))
+                result.counts[f"dropped:{why}"] += 1
+            else:
+                survivors.append(c)
+
+        tmpl = ctx.template(f.template)
+        actor = ctx.backend("actor")
+        requests = [
+            GenerationRequest(
+                id=f"{c.id}/refine", role="refiner",
+                messages=tmpl.render(question=c.path.question, steps=c.path.steps, critique=c.raw),
+                params=SamplingParams(n=f.n, seed=ctx.seed(c.id, "refine"), **f.sampling.model_dump()),
+                template=tmpl.ref,
+                context={"task": "refine", "question": c.path.question, "steps": c.path.steps,
+                         "first_error_step": c.first_error_step, "answer": c.path.reference_answer,
+                         "path_correct": c.path.correct},
+            )
+            for c in survivors
+        ]
+        responses = actor.generate(requests)
+        graded: list[tuple[Critique, list[Refinement]]] = []
+        pairs: list[tuple[str, str | None]] = []
+        for c, resp in zip(survivors, responses, strict=True):
+            bad = reject_for(self.name, c.id, resp)
+            if bad:
+                result.rejects.append(bad)
+                result.counts["dropped:engine_error"] += 1
+                continue
+            refs = [Refinement(index=i, text=comp.text, predicted_answer=extract(comp.text),
+                               shortcut=is_shortcut(comp.text, f.rules), finish_reason=comp.finish_reason)
+                    for i, comp in enumerate(resp.completions)]
+            pairs.extend((c.path.reference_answer, r.predicted_answer) for r in refs)
+            graded.append((c, refs))
+        verdicts = iter(verify_many(pairs))
+        for c, refs in graded:
+            refs = [r.model_copy(update={"correct": next(verdicts) and r.finish_reason == "stop" and not r.shortcut})
+                    for r in refs]
+            n_correct = sum(r.correct for r in refs)
+            kept = n_correct >= f.k
+            reason = None if kept else "too_few_correct_refinements"
+            decision = FilterDecision(id=c.id, critique=c, refinements=refs, n=len(refs), k=f.k,
+                                      n_correct=n_correct, kept=kept, reason=reason)
+            if kept:
+                result.rows.append(decision)
+            else:
+                result.dropped.append(decision)
+                result.counts[f"dropped:{reason}"] += 1
+        result.counts["kept"] = len(result.rows)
+        return result

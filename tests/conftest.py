@@ -1,0 +1,27 @@
+"""Test isolation: no test reaches the network or the user's caches."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_TMP = Path(tempfile.mkdtemp(prefix="amc-tests-"))
+os.environ["HF_HOME"] = str(_TMP / "hf_home")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TMPDIR", str(_TMP))
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real public data beside the checkout (../shared/data); tests read it, never copy it."""
+    assert SHARED_DATA.is_dir(), f"expected the shared data at {SHARED_DATA}"
+    return SHARED_DATA
