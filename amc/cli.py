@@ -40,7 +40,7 @@ def _load(config: Path, overrides: list[str] | None):
 @app.command()
 def build(
     config: ConfigOpt = Path("amc.yaml"),
-    stage: Annotated[str, typer.Option("--stage", "-s", help="Build every stage up to and including this one.")] = "filter",
+    stage: Annotated[str, typer.Option("--stage", "-s", help="Build every stage up to and including it.")] = "filter",
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -157,3 +157,7 @@ def schema_check(directory: Annotated[Path, typer.Option("--dir")] = Path("schem
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -148,7 +148,8 @@ def _wrong_operand(line: str, rng: random.Random) -> str | None:
     value = _eval(expr)
     if value is None:
         return None
-    return line[: eq.start("expr")] + expr + line[eq.end("expr") : eq.start("res")] + _fmt(value) + line[eq.end("res") :]
+    middle = line[eq.end("expr") : eq.start("res")]
+    return line[: eq.start("expr")] + expr + middle + _fmt(value) + line[eq.end("res") :]
 
 
 def _fixed(line: str) -> str:

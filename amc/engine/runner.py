@@ -27,7 +27,7 @@ from typing import Any
 from amc import __version__
 from amc.backends import create
 from amc.config import STAGES as STAGE_NAMES
-from amc.config import FileSource, PipelineConfig
+from amc.config import FileSource, ModelConfig, PipelineConfig
 from amc.engine.cache import CachedBackend, RequestCache
 from amc.engine.store import atomic_write_json, read_records, shard_name, write_records
 from amc.prompts import load_template
@@ -102,8 +102,9 @@ class _Backends:
     def _key(model_cfg: Any) -> str:
         return json.dumps(model_cfg.model_dump(), sort_keys=True)
 
-    def get(self, role: str) -> CachedBackend:
-        model_cfg = self.cfg.models.for_role(role)
+    def get(self, role: str | ModelConfig) -> CachedBackend:
+        """The engine of a role ('actor', 'annotator', ...) or of an explicit model block."""
+        model_cfg = role if isinstance(role, ModelConfig) else self.cfg.models.for_role(role)
         key = self._key(model_cfg)
         if key not in self._live:
             self._live[key] = CachedBackend(create(model_cfg), self.cache)

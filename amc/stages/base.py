@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from amc.backends.base import GenerationRequest, GenerationResponse
-from amc.config import PipelineConfig
+from amc.config import ModelConfig, PipelineConfig
 from amc.prompts import Template, load_template
 from amc.records import Record, Reject
 
@@ -39,10 +39,11 @@ class Generator:
 @dataclass
 class StageContext:
     cfg: PipelineConfig
-    get_backend: Callable[[str], Generator]
+    get_backend: Callable[[Any], Generator]
     progress: Callable[[int], None] = lambda n: None
 
-    def backend(self, role: str) -> Generator:
+    def backend(self, role: str | ModelConfig) -> Generator:
+        """The cache-wrapped engine of a role ('actor', 'injector', 'annotator') or of an explicit model block."""
         return self.get_backend(role)
 
     def seed(self, *parts: object) -> int:
