@@ -178,27 +178,57 @@ class InjectStage(Strict):
     template: str = "inject"
 
 
+class CritiqueHints(Strict):
+    """What the annotator is told besides the path. A critic trained on the result never sees any of it."""
+
+    reference_answer: bool = Field(default=True, description="The reference final answer.")
+    reference_solution: bool = Field(
+        default=False, description="The reference solution, when the source has one (SCRIT's contrastive mode)."
+    )
+    error_location: bool = Field(default=True, description="The known first error step and type (RG2, RG3).")
+    verifier_feedback: bool = Field(
+        default=False, description="The findings of the symbolic step checks (CTRL-style verifier feedback)."
+    )
+    stop_at_first_error: bool = Field(default=False, description="Ask to stop critiquing at the first error.")
+
+
 class CritiqueStage(Strict):
-    """The annotator critiques each path step by step, in the AutoMathCritique text format."""
+    """The annotator critiques each path step by step, in the AutoMathCritique text format or as JSON."""
 
     n: int = Field(default=1, ge=1)
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0))
-    template: str = "critique"
-    reference_answer_hint: bool = True
-    error_location_hint: bool = True
-    stop_at_first_error: bool = False
+    format: Literal["text", "json"] = Field(
+        default="text", description="'json' asks for JSON with a schema (guided decoding / response_format)."
+    )
+    template: str | None = Field(default=None, description="Default: 'critique' (text) or 'critique_json'.")
+    hints: CritiqueHints = Field(default_factory=CritiqueHints)
     include_correct_paths: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of correct paths that are critiqued too."
     )
-    max_parse_retries: int = Field(default=1, ge=0)
+    max_parse_retries: int = Field(default=1, ge=0, description="Resample an unparsable critique this often.")
+
+    @property
+    def template_name(self) -> str:
+        return self.template or ("critique_json" if self.format == "json" else "critique")
 
 
 class FilterRules(Strict):
+    """Each rule is switchable; a row it drops records the rule's name as its reason."""
+
     verdict_matches: bool = Field(default=True, description="Final verdict agrees with the true correctness.")
     error_step_matches: bool = Field(default=False, description="First Wrong step equals a known error step.")
     error_step_tolerance: int = Field(default=0, ge=0)
     shortcut_guard: bool = Field(default=True, description="A refinement with almost no working is no success.")
-    min_refinement_steps: int = Field(default=2, ge=1)
+    min_refinement_steps: int = Field(default=2, ge=1, description="Fewer steps than this is a shortcut.")
+    deduplicate: bool = Field(default=True, description="Drop a critique whose text repeats one of the same path.")
+
+
+class StepLabels(Strict):
+    """Math-Shepherd per-step labels: M rollouts from each step prefix of each path."""
+
+    enabled: bool = False
+    rollouts: int = Field(default=4, ge=1, description="M rollouts per step prefix.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
 
 
 class FilterStage(Strict):
@@ -209,6 +239,7 @@ class FilterStage(Strict):
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
     template: str = "refine"
     rules: FilterRules = Field(default_factory=FilterRules)
+    step_labels: StepLabels = Field(default_factory=StepLabels)
 
     @model_validator(mode="after")
     def _k_at_most_n(self) -> FilterStage:

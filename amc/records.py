@@ -80,7 +80,9 @@ class Critique(Record):
     raw: str
     parse_status: ParseStatus
     format: CritiqueFormat = "text"
-    hints: list[str] = Field(default_factory=list, description="Hints the annotator was given (never shown to a critic).")
+    hints: list[str] = Field(
+        default_factory=list, description="Hints the annotator was given (never shown to a critic)."
+    )
 
 
 class Refinement(Record):
@@ -107,6 +109,21 @@ class FilterDecision(Record):
     reason: str | None = Field(default=None, description="Rule that dropped the row; None when kept.")
 
 
+class StepLabels(Record):
+    """Math-Shepherd labels of one path: for each step prefix, M actor rollouts graded against the reference."""
+
+    id: str = Field(description="The path's id.")
+    problem_id: str
+    question: str
+    reference_answer: str
+    steps: list[str]
+    strategy: Strategy
+    error_step: int | None = None
+    rollouts: int = Field(description="M: rollouts per step prefix.")
+    soft_labels: list[float] = Field(description="Per step: share of rollouts from that prefix that are correct.")
+    hard_labels: list[bool] = Field(description="Per step: whether any rollout from that prefix is correct.")
+
+
 class Reject(Record):
     """A row a stage could not produce: errors are data, never a crash."""
 
@@ -123,5 +140,6 @@ RECORD_KINDS: dict[str, type[Record]] = {
     "critique": Critique,
     "refinement": Refinement,
     "filter_decision": FilterDecision,
+    "step_labels": StepLabels,
     "reject": Reject,
 }

@@ -32,7 +32,7 @@ from typing import Any
 
 from amc.answers import extract, verify
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse
-from amc.critique_format import render_text
+from amc.critique_format import render_json, render_text
 from amc.records import StepVerdict
 from amc.steps import first_false_arithmetic, split
 
@@ -253,7 +253,25 @@ class SimBackend:
             if wrong and c.get("stop_at_first_error"):
                 break
         final_why = "The final answer matches the reference." if answer_ok else "The final answer is wrong."
-        return render_text(verdicts, answer_ok, final_why)
+        render = render_json if c.get("format") == "json" else render_text
+        return render(verdicts, answer_ok, final_why)
+
+    def _task_rollout(self, c: dict[str, Any], rng: random.Random) -> str:
+        """Finish a path from its first i+1 steps: the later steps are recomputed from the prefix's values, so a
+        prefix that already holds a mistake leads to a wrong answer; the actor may also slip on its own."""
+        steps: list[str] = list(c["path_steps"])
+        i = len(c["steps"]) - 1
+        for j in range(i + 1, len(steps)):
+            fixed = _fixed(steps[j])
+            if fixed != steps[j]:
+                steps = carry(steps, j, fixed)
+        later = [j for j in range(i + 1, len(steps) - 1) if _equation(steps[j])]
+        if later and rng.random() < self.error_rate:
+            j = rng.choice(later)
+            wrong = _wrong_result(steps[j], rng)
+            if wrong:
+                steps = carry(steps, j, wrong)
+        return "\n".join(steps[i + 1 :])
 
     def _task_refine(self, c: dict[str, Any], rng: random.Random) -> str:
         steps: list[str] = c["steps"]

@@ -8,6 +8,7 @@ Layout of a run directory (default ``runs/<name>/``)::
     <stage>/data/*.parquet    the stage's output (for ``filter``: the kept rows)
     <stage>/rejects/*.parquet rows the stage could not produce, with reasons
     <stage>/dropped/*.parquet rows a filter rule dropped, with the rule (``filter`` only)
+    filter/step_labels/*.parquet  Math-Shepherd per-step labels, when switched on
 
 Shard i of every stage is made from shard i of the stage before it, so all paths of a problem stay together and
 a killed build resumes at the first shard its manifest does not list.
@@ -195,7 +196,7 @@ class Runner:
                         "models": {r: self.cfg.models.for_role(r).model_dump() for r in stage.roles}}
             atomic_write_json(stage_dir / "manifest.json", manifest)
         assert manifest is not None
-        ctx = StageContext(cfg=self.cfg, get_backend=backends.get)
+        ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
         todo = [i for i in range(num) if str(i) not in manifest["shards"]]
         with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
             for i in todo:
@@ -210,6 +211,9 @@ class Runner:
                     write_records(stage_dir / "rejects" / name, res.rejects, Reject)
                 if stage.dropped_output is not None and res.dropped:
                     write_records(stage_dir / "dropped" / name, res.dropped, stage.dropped_output)
+                for extra, rows_out in res.extra.items():
+                    if rows_out:
+                        write_records(stage_dir / extra / name, rows_out, stage.extra_outputs[extra])
                 sha = write_records(stage_dir / "data" / name, res.rows, stage.output) if res.rows else None
                 manifest["shards"][str(i)] = {"rows": len(res.rows), "rejects": len(res.rejects),
                                               "dropped": len(res.dropped), "counts": dict(res.counts),

@@ -2,7 +2,8 @@
 
 A template file ``<name>.jinja`` starts with ``{# version: N #}`` and splits into chat messages at marker lines
 ``<|system|>``, ``<|user|>`` and ``<|assistant|>``. Its identity in caches, fingerprints and cards is
-``name@version``: edit a template, bump its version, and the stages that use it are rebuilt.
+``name@version``: edit a template, bump its version, and the stages that use it are rebuilt (a partial pulled in
+with ``{% include %}`` has no version of its own: bump the templates that include it).
 
 >>> t = load_template("solve")
 >>> t.ref
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from amc.backends.base import Message
@@ -24,7 +25,12 @@ from amc.backends.base import Message
 BUILTIN_DIR = Path(__file__).parent
 _VERSION = re.compile(r"^\{#\s*version:\s*([\w.-]+)\s*#\}\s*\n?")
 _MARKER = re.compile(r"^<\|(system|user|assistant)\|>\s*$", re.MULTILINE)
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+def _environment(search: tuple[str, ...]) -> SandboxedEnvironment:
+    # Sandboxed: a user's template cannot reach Python internals. `{% include %}` looks in the user's folder first.
+    return SandboxedEnvironment(loader=FileSystemLoader(list(search)), undefined=StrictUndefined,
+                                keep_trailing_newline=False, autoescape=False)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Template:
     version: str
     source: str
     path: Path
+    search: tuple[str, ...] = (str(BUILTIN_DIR),)
 
     @property
     def ref(self) -> str:
@@ -40,7 +47,7 @@ class Template:
 
     def render(self, **variables: Any) -> list[Message]:
         """Render into chat messages; a template with no marker is one user message."""
-        text = _ENV.from_string(self.source).render(**variables)
+        text = _environment(self.search).from_string(self.source).render(**variables)
         parts = _MARKER.split(text)
         if len(parts) == 1:
             return [Message(role="user", content=text.strip())]
@@ -60,5 +67,6 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
             m = _VERSION.match(raw)
             if not m:
                 raise ValueError(f"{path}: a template must start with '{{# version: N #}}'")
-            return Template(name=name, version=m.group(1), source=raw[m.end() :], path=path)
+            search = tuple(str(c.parent) for c in candidates)
+            return Template(name=name, version=m.group(1), source=raw[m.end() :], path=path, search=search)
     raise FileNotFoundError(f"prompt template '{name}' not found in {[str(c.parent) for c in candidates]}")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from amc.backends.base import GenerationRequest, GenerationResponse
 from amc.config import ModelConfig, PipelineConfig
 from amc.prompts import Template, load_template
-from amc.records import Record, Reject
+from amc.records import Problem, Record, Reject
 
 
 def derive_seed(run_seed: int, *parts: object) -> int:
@@ -40,6 +40,7 @@ class Generator:
 class StageContext:
     cfg: PipelineConfig
     get_backend: Callable[[Any], Generator]
+    problems: dict[str, Problem] = field(default_factory=dict)
     progress: Callable[[int], None] = lambda n: None
 
     def backend(self, role: str | ModelConfig) -> Generator:
@@ -58,6 +59,7 @@ class StageResult:
     rows: list[Record] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     dropped: list[Record] = field(default_factory=list)
+    extra: dict[str, list[Record]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -69,6 +71,7 @@ class Stage:
     input_stage: ClassVar[str | None] = None
     output: ClassVar[type[Record]]
     dropped_output: ClassVar[type[Record] | None] = None
+    extra_outputs: ClassVar[dict[str, type[Record]]] = {}  # optional outputs, each in <stage>/<name>/
     roles: ClassVar[tuple[str, ...]] = ()
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:

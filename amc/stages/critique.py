@@ -1,5 +1,7 @@
 """Stage ``critique``: the annotator critiques each flawed path (and a share of correct ones) step by step, in
-the AutoMathCritique text format; the text is parsed into step verdicts and a final verdict.
+the AutoMathCritique text format (or JSON, schema-guided); the output is parsed into step verdicts and a final
+verdict. Hints (reference answer, reference solution, known error location and type, verifier feedback, stop at the
+first error) are switchable; each critique records which it was given.
 
 An unparsable critique is asked again (with another seed) up to ``max_parse_retries`` times, then becomes a
 reject row. Each critique records which hints the annotator was given.
@@ -11,9 +13,10 @@ from typing import Any
 
 from amc.backends.base import GenerationRequest, SamplingParams
 from amc.config import PipelineConfig
-from amc.critique_format import parse
-from amc.records import Critique, ReasoningPath, Reject
+from amc.critique_format import critique_json_schema, parse
+from amc.records import Critique, Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, derive_seed, model_slice, reject_for
+from amc.steps import first_false_arithmetic
 
 
 def wants_critique(path: ReasoningPath, share_correct: float, run_seed: int) -> bool:
@@ -23,28 +26,32 @@ def wants_critique(path: ReasoningPath, share_correct: float, run_seed: int) -> 
     return derive_seed(run_seed, path.id, "critique-correct") / 0x7FFFFFFF < share_correct
 
 
-def hints_for(path: ReasoningPath, cfg: PipelineConfig) -> dict[str, Any]:
-    c = cfg.stages.critique
+def verifier_feedback(steps: list[str]) -> str:
+    """CTRL-style feedback from the symbolic step checks, in words."""
+    idx = first_false_arithmetic(steps)
+    if idx is None:
+        return "no step states a false arithmetic equation."
+    return f"step {idx + 1} states a false arithmetic equation: {steps[idx]}"
+
+
+def hints_for(path: ReasoningPath, cfg: PipelineConfig, problem: Problem | None) -> dict[str, Any]:
+    """The hints an annotator gets for a path, as the template sees them (None = not given)."""
+    h = cfg.stages.critique.hints
     known = path.error_step is not None and path.error_step >= 0
+    solution = problem.solution if (h.reference_solution and problem is not None) else None
     return {
-        "reference_answer": path.reference_answer if c.reference_answer_hint else None,
-        "error_step": path.error_step if (c.error_location_hint and known) else None,
-        "error_type": path.error_type if (c.error_location_hint and known) else None,
-        "stop_at_first_error": c.stop_at_first_error,
+        "reference_answer": path.reference_answer if h.reference_answer else None,
+        "reference_solution": solution or None,
+        "error_step": path.error_step if (h.error_location and known) else None,
+        "error_type": path.error_type if (h.error_location and known) else None,
+        "verifier_feedback": verifier_feedback(path.steps) if h.verifier_feedback else None,
+        "stop_at_first_error": h.stop_at_first_error,
     }
 
 
 def hint_names(hints: dict[str, Any]) -> list[str]:
-    names = []
-    if hints["reference_answer"] is not None:
-        names.append("reference_answer")
-    if hints["error_step"] is not None:
-        names.append("error_location")
-    if hints["error_type"]:
-        names.append("error_type")
-    if hints["stop_at_first_error"]:
-        names.append("stop_at_first_error")
-    return names
+    """Names of the hints actually given, recorded on each critique."""
+    return [name for name, value in hints.items() if value not in (None, False, "")]
 
 
 class CritiqueStage(Stage):
@@ -58,20 +65,21 @@ class CritiqueStage(Stage):
                 "seed": cfg.seed}
 
     def templates(self, cfg: PipelineConfig) -> list[str]:
-        return [cfg.stages.critique.template]
+        return [cfg.stages.critique.template_name]
 
-    def _request(self, ctx: StageContext, path: ReasoningPath, attempt: int) -> GenerationRequest:
+    def _request(self, ctx: StageContext, path: ReasoningPath, hints: dict[str, Any], attempt: int
+                 ) -> GenerationRequest:
         c = ctx.cfg.stages.critique
-        tmpl = ctx.template(c.template)
-        hints = hints_for(path, ctx.cfg)
+        tmpl = ctx.template(c.template_name)
         return GenerationRequest(
             id=f"{path.id}/critique/{attempt}", role="annotator",
             messages=tmpl.render(question=path.question, steps=path.steps, hints=hints),
             params=SamplingParams(n=c.n, seed=ctx.seed(path.id, "critique", attempt), **c.sampling.model_dump()),
             template=tmpl.ref,
+            response_schema=critique_json_schema() if c.format == "json" else None,
             context={"task": "critique", "question": path.question, "steps": path.steps,
-                     "reference_answer": path.reference_answer, "correct": path.correct,
-                     "error_step": path.error_step, "stop_at_first_error": c.stop_at_first_error},
+                     "reference_answer": path.reference_answer, "error_step": hints["error_step"],
+                     "stop_at_first_error": hints["stop_at_first_error"], "format": c.format},
         )
 
     def run(self, rows: list[ReasoningPath], ctx: StageContext) -> StageResult:
@@ -80,6 +88,7 @@ class CritiqueStage(Stage):
         todo = [p for p in rows if wants_critique(p, c.include_correct_paths, ctx.cfg.seed)]
         result.counts["paths"] = len(todo)
         annotator = ctx.backend("annotator")
+        hints = [hints_for(p, ctx.cfg, ctx.problems.get(p.problem_id)) for p in todo]
         # slots[(path index, sample index)] -> last raw text that failed to parse
         pending = [(i, j) for i in range(len(todo)) for j in range(c.n)]
         done: dict[tuple[int, int], Critique] = {}
@@ -88,7 +97,7 @@ class CritiqueStage(Stage):
             need = sorted({i for i, _ in pending})
             if not need:
                 break
-            responses = annotator.generate([self._request(ctx, todo[i], attempt) for i in need])
+            responses = annotator.generate([self._request(ctx, todo[i], hints[i], attempt) for i in need])
             still: list[tuple[int, int]] = []
             for i, resp in zip(need, responses, strict=True):
                 path = todo[i]
@@ -99,14 +108,14 @@ class CritiqueStage(Stage):
                     continue
                 for (_, j) in slots:
                     comp = resp.completions[j] if j < len(resp.completions) else resp.completions[-1]
-                    parsed = parse(comp.text, "text", steps=path.steps)
+                    parsed = parse(comp.text, c.format, steps=path.steps)
                     if comp.finish_reason == "stop" and parsed.status != "failed":
                         done[(i, j)] = Critique(
                             id=f"{path.id}/c{j}", path=path, annotator=annotator.model,
                             step_verdicts=parsed.step_verdicts, first_error_step=parsed.first_error_step,
                             final_verdict=parsed.final_verdict, final_explanation=parsed.final_explanation,
-                            raw=comp.text, parse_status=parsed.status, format="text",
-                            hints=hint_names(hints_for(path, ctx.cfg)),
+                            raw=comp.text, parse_status=parsed.status, format=c.format,
+                            hints=hint_names(hints[i]),
                         )
                     else:
                         why = "truncated" if comp.finish_reason != "stop" else "; ".join(parsed.problems)

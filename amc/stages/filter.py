@@ -3,6 +3,7 @@ the critique is kept when at least k refinements reach the reference answer (Mon
 
 Cheap rules run before any refinement is asked for; every dropped row carries the rule that dropped it, and the
 funnel (rows in, dropped per rule, kept) is returned as counts for the manifest, ``amc status`` and the card.
+Optionally it also writes Math-Shepherd step labels of the critiqued paths (``filter/step_labels/``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from amc.answers import extract, verify_many
-from amc.backends.base import GenerationRequest, SamplingParams
+from amc.backends.base import GenerationRequest, Message, SamplingParams
 from amc.config import FilterRules, PipelineConfig
-from amc.records import Critique, FilterDecision, Refinement
+from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, StepLabels
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
 from amc.steps import split
 
@@ -41,6 +42,7 @@ class FilterStage(Stage):
     input_stage = "critique"
     output = FilterDecision
     dropped_output = FilterDecision
+    extra_outputs = {"step_labels": StepLabels}
     roles = ("actor",)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
@@ -54,8 +56,13 @@ class FilterStage(Stage):
         result = StageResult()
         result.counts["in"] = len(rows)
         survivors: list[Critique] = []
+        seen: set[tuple[str, str]] = set()
         for c in rows:
             why = rule_violation(c, f.rules)
+            text_key = (c.path.id, " ".join(c.raw.split()).lower())
+            if why is None and f.rules.deduplicate and text_key in seen:
+                why = "duplicate_critique"
+            seen.add(text_key)
             if why:
                 result.dropped.append(FilterDecision(id=c.id, critique=c, refinements=[], n=f.n, k=f.k,
                                                      n_correct=0, kept=False, reason=why))
@@ -106,4 +113,47 @@ class FilterStage(Stage):
                 result.dropped.append(decision)
                 result.counts[f"dropped:{reason}"] += 1
         result.counts["kept"] = len(result.rows)
+        if f.step_labels.enabled:
+            paths = list({c.path.id: c.path for c in rows}.values())
+            result.extra["step_labels"] = list(step_labels(paths, ctx))
+            result.counts["step_labels"] = len(result.extra["step_labels"])
         return result
+
+
+def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> list[StepLabels]:
+    """Math-Shepherd labels: for each step prefix of each path, M rollouts by the actor continue from the prefix;
+    the soft label is the share that reaches the reference answer, the hard label whether any does."""
+    cfg = ctx.cfg.stages.filter.step_labels
+    solve = ctx.template(ctx.cfg.stages.sample.template)
+    requests, owners = [], []
+    for p in paths:
+        for i in range(len(p.steps)):
+            prefix = p.steps[: i + 1]
+            messages = [*solve.render(question=p.question), Message(role="assistant", content="\n".join(prefix) + "\n")]
+            requests.append(GenerationRequest(
+                id=f"{p.id}/rollout/{i}", role="actor", messages=messages, continue_final_message=True,
+                params=SamplingParams(n=cfg.rollouts, seed=ctx.seed(p.id, "rollout", i), **cfg.sampling.model_dump()),
+                template=solve.ref,
+                context={"task": "rollout", "steps": prefix, "path_steps": p.steps, "answer": p.reference_answer},
+            ))
+            owners.append((p, i))
+    responses = ctx.backend("actor").generate(requests)
+    pairs: list[tuple[str, str | None]] = []
+    sizes: list[int] = []
+    for (p, i), resp in zip(owners, responses, strict=True):
+        texts = ["\n".join([*p.steps[: i + 1], c.text]) for c in resp.completions if c.finish_reason == "stop"]
+        pairs.extend((p.reference_answer, extract(t)) for t in texts)
+        sizes.append(len(texts))
+    verdicts = iter(verify_many(pairs))
+    per_prefix = [[next(verdicts) for _ in range(n)] for n in sizes]
+    out: list[StepLabels] = []
+    pos = 0
+    for p in paths:
+        marks = per_prefix[pos : pos + len(p.steps)]
+        pos += len(p.steps)
+        out.append(StepLabels(
+            id=p.id, problem_id=p.problem_id, question=p.question, reference_answer=p.reference_answer,
+            steps=p.steps, strategy=p.strategy, error_step=p.error_step, rollouts=cfg.rollouts,
+            soft_labels=[sum(m) / cfg.rollouts for m in marks], hard_labels=[any(m) for m in marks],
+        ))
+    return out

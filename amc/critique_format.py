@@ -1,0 +1,471 @@
+"""The two critique output formats (AutoMathCritique text, JSON): a renderer and a parser for each.
+
+Parsers never raise: an annotator's output is data, and an unreadable critique must become a reject row with a
+reason (``ParsedCritique.problems``), never a crash in the middle of a long job. The text parser accepts the
+variants real annotators write (``Right``/``Incorrect``, markdown bold, ``Step 1:`` prefixes, verdicts without a
+``Step sentence`` line, explanations over several lines), because the original release itself mixes them.
+
+    >>> text = render_text([StepVerdict(index=0, step="2+2=5", correct=False, explanation="2+2=4")], False, "no")
+    >>> parse_text(text, steps=["2+2=5"]).first_error_step
+    0
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from amc.records import CritiqueFormat, ParseStatus, StepVerdict
+
+# A verdict read from either format before alignment: (step sentence or None, step number stated, correct, why).
+_Row = tuple[str | None, int | None, bool, str]
+
+
+class ParsedCritique(BaseModel):
+    """What a parser recovered from one critique; the fields map one to one onto :class:`amc.records.Critique`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_verdicts: list[StepVerdict] = Field(default_factory=list)
+    first_error_step: int | None = Field(
+        default=None, description="0-based first Wrong step; -1 when every step is Correct; None when none parsed."
+    )
+    final_verdict: bool | None = None
+    final_explanation: str = ""
+    status: ParseStatus = "failed"
+    problems: list[str] = Field(default_factory=list, description="What went wrong, for the rejects and the card.")
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+def _word(correct: bool) -> str:
+    return "Correct" if correct else "Wrong"
+
+
+def render_text(verdicts: list[StepVerdict], final_correct: bool, final_explanation: str) -> str:
+    """Write a critique in the AutoMathCritique text format (one block per step, then the final answer)."""
+    blocks = [
+        f"Step sentence: {v.step}\nCorrectness of the step: {_word(v.correct)}\nExplanation: {v.explanation}"
+        for v in verdicts
+    ]
+    blocks.append(f"Correctness of the final answer: {_word(final_correct)}\nExplanation: {final_explanation}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _strict_object(properties: dict[str, Any]) -> dict[str, Any]:
+    # Every key required and no others: the shape OpenAI structured outputs and vLLM guided decoding enforce.
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def critique_json_schema() -> dict[str, Any]:
+    """JSON schema of the JSON format, strict so that guided decoding can enforce it."""
+    text, flag = {"type": "string"}, {"type": "boolean"}
+    step = _strict_object({"step": text, "correct": flag, "explanation": text})
+    top = {"steps": {"type": "array", "items": step}, "final_answer_correct": flag, "final_explanation": text}
+    return {"title": "StepLevelCritique", **_strict_object(top)}
+
+
+def render_json(verdicts: list[StepVerdict], final_correct: bool, final_explanation: str) -> str:
+    """Write a critique as one compact JSON object matching :func:`critique_json_schema` (compact: fewer tokens)."""
+    steps = [{"step": v.step, "correct": v.correct, "explanation": v.explanation} for v in verdicts]
+    obj = {"steps": steps, "final_answer_correct": final_correct, "final_explanation": final_explanation}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------------------- verdict words
+
+_NOT = r"not\s+(?:correct|right|valid|true)"
+_NEGATIVE = re.compile(rf"\b(?:wrong|incorrect|false|erroneous|invalid|flawed|partially|{_NOT})\b|[✗✘❌]", re.I)
+_POSITIVE = re.compile(r"\b(?:correct|right|true|valid)\b|[✓✔✅]", re.I)
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?;])\s|\n")
+
+
+def _read_verdict(text: str, problems: list[str]) -> bool | None:
+    """Correct/Right -> True, Wrong/Incorrect -> False, from the first sentence only (the rest is explanation).
+
+    Both polarities at once ("Correct for the equation but wrong in context", seen in the release) read as Wrong:
+    a step that is only partly right is where the error starts.
+    """
+    head = _FIRST_SENTENCE.split(text.strip()[:1000], maxsplit=1)[0][:300]
+    negative, positive = bool(_NEGATIVE.search(head)), bool(_POSITIVE.search(_NEGATIVE.sub(" ", head)))
+    if negative and positive:
+        problems.append(f"mixed verdict {head[:80]!r} read as Wrong")
+    return False if negative else True if positive else None
+
+
+# ------------------------------------------------------------------------------------------- text parsing
+
+# Labels are looked for in the first characters of a line only: a label is near the start, and a bounded window
+# keeps regex backtracking bounded on hostile input (a megabyte of asterisks on one line).
+_HEAD = 240
+_LEAD = re.compile(r"[\s>#*_\-+•·]*(?:\(?\d{1,3}[.):]\s+[*_]*)?")  # bullets, headings, "1." list numbers, bold
+_STEP_NUMBER = re.compile(r"step\s*#?\s*(\d{1,3})\b[*_\s]*(?P<sep>[:.)\-–—]?)[*_\s]*", re.I)
+_COLON = r"[*_\s]*[:：][*_\s]*"
+_JUDGED = r"(?:correctness|verdict|judge?ment)"
+_FINAL = rf"{_JUDGED}\s+(?:of|on|for)\s+(?:the\s+)?(?:final\s+)?answer|final\s+(?:answer\s+)?{_JUDGED}"
+_VERDICT = rf"{_JUDGED}(?:\s+(?:of|on|for)\s+(?:the\s+|this\s+)?step(?:\s*\d{{1,3}})?)?|step\s+{_JUDGED}"
+_LABELS = [  # order matters: the final answer's label before the bare "Correctness:"
+    ("final", re.compile(rf"(?:{_FINAL}){_COLON}", re.I)),
+    ("verdict", re.compile(rf"(?:{_VERDICT}){_COLON}", re.I)),
+    ("step", re.compile(rf"(?:(?:step\s+)?sentence|step\s+text|step){_COLON}", re.I)),
+    ("explanation", re.compile(rf"(?:explanation|reason(?:ing)?|justification|rationale){_COLON}", re.I)),
+]
+_SEPARATOR = re.compile(r"\s*(?:-{3,}|\*{3,}|_{3,}|={3,})\s*")
+_TRAILING_BOLD = re.compile(r"(?:\*\*|__)+\s*$")
+
+
+def _classify(line: str) -> tuple[str, str, int | None]:
+    """(kind of line, value after its label, step number it states); 'other' lines carry their text unchanged."""
+    head = line[:_HEAD]
+    pos = _LEAD.match(head).end()  # type: ignore[union-attr]  # an all-optional pattern always matches
+    number, numbered = None, _STEP_NUMBER.match(head, pos)
+    if numbered:
+        number, pos = int(numbered.group(1)), numbered.end()
+    for kind, pattern in _LABELS:
+        if m := pattern.match(head, pos):
+            value = _TRAILING_BOLD.sub("", head[m.end() :] + line[_HEAD:]).strip()
+            inner = _STEP_NUMBER.match(value) if kind == "step" else None
+            if inner and inner.group("sep"):  # critics shown "Step 2: ..." echo "Step sentence: Step 2: ..."
+                number, value = int(inner.group(1)), value[inner.end() :]
+            return kind, value, number
+    if numbered and numbered.group("sep"):  # "Step 3: <sentence>" is a step sentence with its number
+        return "step", _TRAILING_BOLD.sub("", line[pos:]).strip(), number
+    return "other", line, None
+
+
+@dataclass
+class _Block:
+    """One step (or the final answer) while it is being read."""
+
+    sentence: list[str] | None = None  # None: no "Step sentence" line
+    number: int | None = None
+    verdict_text: str | None = None  # None: no verdict label yet
+    verdict: bool | None = None
+    explanation: list[str] = field(default_factory=list)
+
+
+def _joined(lines: list[str] | None) -> str:
+    return "\n".join(lines or []).strip()
+
+
+def parse_text(raw: str, steps: list[str] | None = None) -> ParsedCritique:
+    """Read an AutoMathCritique text critique; never raises (problems are reported in the result).
+
+    With ``steps`` (the path's steps), each verdict gets the index of the path step its "Step sentence" repeats
+    (fuzzy match), else the step number it states, else the next step in order; without, verdicts count from 0.
+    """
+    return _safely(_parse_text, raw, steps)
+
+
+def _safely(parser: Callable[[str, list[str] | None], ParsedCritique], raw: Any, steps: Any) -> ParsedCritique:
+    try:
+        if not isinstance(raw, str):
+            return _finish([], None, "", None, [f"critique is {type(raw).__name__}, not text"])
+        return parser(raw, None if steps is None else [str(s) for s in steps])
+    except Exception as exc:  # the contract is "never raises": a bug here must not stop a long job
+        return _finish([], None, "", None, [f"parser error: {type(exc).__name__}: {exc}"])
+
+
+def _parse_text(raw: str, steps: list[str] | None) -> ParsedCritique:
+    problems: list[str] = []
+    done: list[_Block] = []
+    current: _Block | None = None  # the step being read
+    final: _Block | None = None
+    focus: _Block | None = None  # the block labelled last: explanations and continuation lines go there
+    open_field: str | None = None  # the field that unlabelled lines continue
+
+    def close(before_final: bool = False) -> None:
+        nonlocal current
+        if current is not None and current.verdict is not None:
+            done.append(current)
+        elif current is not None and current.verdict_text is not None:
+            problems.append(f"unreadable step verdict {current.verdict_text[:80]!r}")
+        elif current is not None and current.sentence is not None and not before_final:
+            # (The release repeats the answer line, without a verdict, just before the final verdict: not a problem.)
+            problems.append(f"step sentence without a verdict: {_joined(current.sentence)[:80]!r}")
+        current = None
+
+    def judge(block: _Block, value: str) -> str | None:
+        block.verdict_text, block.verdict = value, _read_verdict(value, problems)
+        return None if value.strip() else "verdict"  # "Correctness of the step:" with the word on the next line
+
+    for line in raw.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        kind, value, number = _classify(line)
+        if kind == "step":
+            close()
+            current = focus = _Block(sentence=[value], number=number)
+            open_field = "sentence"
+        elif kind == "verdict":
+            if current is None or current.verdict_text is not None:  # a verdict without a "Step sentence" line
+                close()
+                current = _Block()
+            current.number = current.number if number is None else number
+            focus = current
+            open_field = judge(current, value)
+        elif kind == "final":
+            close(before_final=True)
+            if final is not None:
+                problems.append("several final verdicts; the first is kept")
+                focus = open_field = None
+            else:
+                final = focus = _Block()
+                open_field = judge(final, value)
+        elif kind == "explanation" and focus is not None:
+            focus.explanation.append(value)
+            open_field = "explanation"
+        elif kind != "other" or focus is None or _SEPARATOR.fullmatch(line):
+            continue
+        elif open_field == "sentence" and focus.sentence is not None:
+            focus.sentence.append(line.strip())
+        elif open_field == "explanation":
+            focus.explanation.append(line.rstrip())
+        elif open_field == "verdict" and line.strip():
+            open_field = judge(focus, line)
+    close()
+
+    if final is not None and final.verdict is None:
+        problems.append(f"unreadable final verdict {(final.verdict_text or '')[:80]!r}")
+    rows: list[_Row] = [
+        (_joined(b.sentence) if b.sentence is not None else None, b.number, bool(b.verdict), _joined(b.explanation))
+        for b in done
+    ]
+    final_explanation = _joined(final.explanation) if final is not None else ""
+    return _finish(rows, final.verdict if final is not None else None, final_explanation, steps, problems)
+
+
+# ------------------------------------------------------------------------------------------- alignment
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K calculator notes; critiques repeat the step without them
+_NOISE = re.compile(r"[\s$*`&]|\\\\")  # spacing, math delimiters, bold and LaTeX line breaks vary in repetition
+_MATCH_AT = 0.6  # difflib ratio of a sentence that repeats a whole step
+_COVER_AT = 0.85  # share of the shorter text found in the longer: a sentence inside a line of several sentences
+_SENTENCE_CHARS, _STEP_CHARS = 400, 2000  # difflib is quadratic: bounded texts keep hostile input fast
+_MAX_PAIRS = 10_000  # sentence-step comparisons per critique; beyond, alignment falls back to order
+_NEW_STEP_BONUS = 1e-3
+
+
+def _normalise(text: str, limit: int) -> str:
+    numbered = _STEP_NUMBER.match(text[:40])
+    if numbered and numbered.group("sep"):
+        text = text[numbered.end() :]
+    # A sentence ends with "." where the LaTeX line it repeats ends with a line break: the end says nothing.
+    return _NOISE.sub("", _CALCULATOR.sub("", text[: 4 * limit])).lower()[:limit].rstrip(".,;:")
+
+
+def _similarity(a: str, b: str) -> float:
+    """difflib ratio, or the share of the shorter text found in the longer in runs of 4+ characters.
+
+    The release's annotator judges sentences while a path step is a line, and a MATH line often holds several
+    sentences (or a sentence spans lines): coverage lets a sentence find the line that contains it.
+    """
+    short, long = sorted((a, b), key=len)
+    if not short or short == long:
+        return float(bool(short))
+    if len(short) >= 8 and short in long:
+        return 0.9
+    matcher = SequenceMatcher(None, short, long, autojunk=False)
+    if len(short) < 8:
+        return matcher.ratio()
+    covered = sum(size for _, _, size in matcher.get_matching_blocks() if size >= 4) / len(short)
+    return max(matcher.ratio(), min(covered, 0.9) if covered >= _COVER_AT else 0.0)  # never above containment
+
+
+def _monotone(scores: list[list[float]]) -> list[int]:
+    """Non-decreasing step indices with the greatest total similarity (annotators critique in order).
+
+    Moving on to a new step earns a tiny bonus, so two verdicts on identical lines ("= 5") take one line each.
+    """
+    back: list[list[int]] = []
+    best = scores[0][:]
+    for row in scores[1:]:
+        here, links = [0.0] * len(row), [0] * len(row)
+        run, run_at = float("-inf"), -1  # best total of the previous row at a step before j
+        for j, score in enumerate(row):
+            move = run + _NEW_STEP_BONUS
+            here[j], links[j] = (score + move, run_at) if move > best[j] else (score + best[j], j)
+            if best[j] > run:
+                run, run_at = best[j], j
+        back.append(links)
+        best = here
+    path = [max(range(len(best)), key=lambda j: (best[j], -j))]
+    for links in reversed(back):
+        path.append(links[path[-1]])
+    return path[::-1]
+
+
+def _align(rows: list[_Row], steps: list[str] | None, problems: list[str]) -> list[StepVerdict]:
+    """Give each verdict its path index: the step its sentence repeats, else the stated step number, else order.
+
+    Several verdicts may share a step (sentences of one line). A verdict whose sentence matches no step goes after
+    the previous verdict, or is dropped when the path has no step left for it.
+    """
+    if steps is None:
+        return [StepVerdict(index=i, step=s or "", correct=c, explanation=e) for i, (s, _, c, e) in enumerate(rows)]
+    anchors: dict[int, int] = {}
+    if len(rows) * len(steps) > _MAX_PAIRS:
+        problems.append(f"{len(rows)} verdicts on {len(steps)} steps: too many to match by text, aligned by order")
+    elif rows and steps:
+        norm_steps = [_normalise(s, _STEP_CHARS) for s in steps]
+        scores = []
+        for sentence, *_ in rows:
+            norm = _normalise(sentence, _SENTENCE_CHARS) if sentence else ""
+            scores.append([s if (s := _similarity(norm, t)) >= _MATCH_AT else 0.0 for t in norm_steps])
+        anchors = {i: j for i, j in enumerate(_monotone(scores)) if scores[i][j] > 0}
+    verdicts: list[StepVerdict] = []
+    last = -1
+    for i, (sentence, number, correct, why) in enumerate(rows):
+        index = anchors.get(i)
+        if index is None:
+            later = [j for k, j in anchors.items() if k > i]
+            high = min(later) if later else len(steps) - 1
+            if number is not None and max(last, 0) <= number - 1 <= high:
+                index = number - 1
+            elif last + 1 <= high:
+                index = last + 1
+            elif later:
+                index = last  # between two verdicts on one line: another sentence of that line
+            if index is not None and sentence:
+                problems.append(f"step sentence not found in the path, aligned by order: {sentence[:80]!r}")
+        if index is None:
+            problems.append(f"verdict beyond the path's {len(steps)} steps dropped: {(sentence or '')[:80]!r}")
+            continue
+        last = index
+        verdicts.append(StepVerdict(index=index, step=sentence or steps[index], correct=correct, explanation=why))
+    return verdicts
+
+
+def _finish(
+    rows: list[_Row], final: bool | None, final_explanation: str, steps: list[str] | None, problems: list[str]
+) -> ParsedCritique:
+    verdicts = _align(rows, steps, problems)
+    wrong = [v.index for v in verdicts if not v.correct]
+    if not verdicts:
+        problems.append("no step verdict found")
+    if final is None:
+        problems.append("no final verdict found")
+    status: ParseStatus = ("failed", "partial", "ok")[bool(verdicts) + (final is not None)]
+    first_error = (min(wrong) if wrong else -1) if verdicts else None
+    return ParsedCritique(
+        step_verdicts=verdicts, first_error_step=first_error, final_verdict=final,
+        final_explanation=final_explanation, status=status, problems=problems,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- JSON parsing
+
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
+_SCHEMA_KEYS = ("steps", "final_answer_correct", "final_explanation")
+_MAX_STARTS = 50  # "{" positions tried per candidate text: bounded work on hostile input
+
+
+def _load_object(raw: str) -> tuple[dict[str, Any] | None, str]:
+    """The first JSON object with a schema key, from a code fence or after leading prose; else why not."""
+    decoder, error = json.JSONDecoder(), "no JSON object found"
+    fence = _FENCE.search(raw)
+    for text in [fence.group(1), raw] if fence else [raw]:
+        for n, m in enumerate(re.finditer(r"\{", text)):
+            if n >= _MAX_STARTS:
+                break
+            try:
+                obj, _ = decoder.raw_decode(text, m.start())
+            except (ValueError, RecursionError) as exc:
+                error = f"invalid JSON: {exc}" if error == "no JSON object found" else error
+                continue
+            # An inner step object of a broken critique also decodes; only the critique object itself counts.
+            if isinstance(obj, dict) and any(k in obj for k in _SCHEMA_KEYS):
+                return obj, ""
+    return None, error
+
+
+def _as_bool(value: Any, where: str, problems: list[str]) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    # Models without guided decoding write "Correct"/"Wrong" here.
+    verdict = _read_verdict(value, problems) if isinstance(value, str) else None
+    if verdict is None:
+        problems.append(f"{where} is not a boolean: {str(value)[:80]!r}")
+    return verdict
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def parse_json(raw: str, steps: list[str] | None = None) -> ParsedCritique:
+    """Read a JSON critique (code fences and leading text tolerated); never raises. See :func:`parse_text`."""
+    return _safely(_parse_json, raw, steps)
+
+
+def _parse_json(raw: str, steps: list[str] | None) -> ParsedCritique:
+    obj, error = _load_object(raw)
+    if obj is None:
+        return _finish([], None, "", None, [error])
+    problems: list[str] = []
+    rows: list[_Row] = []
+    items = obj.get("steps")
+    if not isinstance(items, list):
+        problems.append("'steps' is missing or not a list")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, Mapping):
+            problems.append(f"steps[{i}] is not an object")
+        elif (correct := _as_bool(item.get("correct"), f"steps[{i}].correct", problems)) is not None:
+            rows.append((_as_text(item.get("step")) or None, None, correct, _as_text(item.get("explanation")).strip()))
+    final = None
+    if "final_answer_correct" in obj:
+        final = _as_bool(obj["final_answer_correct"], "final_answer_correct", problems)
+    return _finish(rows, final, _as_text(obj.get("final_explanation")).strip(), steps, problems)
+
+
+def parse(raw: str, fmt: CritiqueFormat, steps: list[str] | None = None) -> ParsedCritique:
+    """Read a critique in the named format ("text" or "json"); never raises, an unknown format included."""
+    if fmt in ("text", "json"):
+        return parse_text(raw, steps) if fmt == "text" else parse_json(raw, steps)
+    return _finish([], None, "", None, [f"unknown critique format {fmt!r}"])
+
+
+# ------------------------------------------------------------------------------------------- MathCritique release
+
+_MC_PARTS = [  # (marker, what follows it) in the order the release's `instruction` holds them
+    ("\n\nAssistant:", "the solution"),
+    ("<|end_of_text|>", "the critique turn"),
+    ("I have made a step-by-step critic for your solution.", "the critique request"),
+    ("\n\n", "the critique"),  # the request paragraph ends at the first blank line
+]
+_MC_PRIMER = "Let's break it down step by step:"
+_MC_FORMAT_REQUEST = re.compile(r"\s*Please also give your final number in the format of '.*'\.?\s*$", re.S)
+
+
+def extract_mathcritique_record(rec: Mapping[str, Any]) -> tuple[str, list[str], str]:
+    """Split a record of the AutoMathCritique release (alpaca format) into (question, solution steps, critique).
+
+    The release packs everything into ``instruction``: ``<question> Please also give your final number ...``,
+    ``Assistant:<solution><|end_of_text|>``, then ``Human: I have made a step-by-step critic for your solution.
+    <request>`` and the critique after a blank line. The answer-format request is prompt boilerplate and the
+    primer "Let's break it down step by step:" was forced on the actor, so neither is kept; steps are the
+    non-empty lines of the solution (:func:`amc.steps.split`), verbatim (GSM8K calculator notes included).
+    Raises ValueError naming the missing part, so that a bad file fails fast.
+    """
+    rest = rec.get("instruction") if isinstance(rec, Mapping) else None
+    if not isinstance(rest, str):
+        raise ValueError("field 'instruction' is missing or not text")
+    parts = []
+    for marker, what in _MC_PARTS:
+        before, found, rest = rest.partition(marker)
+        if not found:
+            raise ValueError(f"field 'instruction': no {marker!r} before {what}")
+        parts.append(before)
+    if not rest.strip():
+        raise ValueError("field 'instruction': empty critique")
+    from amc.steps import split  # here, not at the top: parsing critiques needs no sympy
+
+    question, solution = _MC_FORMAT_REQUEST.sub("", parts[0]).strip(), parts[1].strip()
+    if solution.startswith(_MC_PRIMER):
+        solution = solution[len(_MC_PRIMER) :]
+    return question, split(solution), rest.strip()
