@@ -50,8 +50,11 @@ def hints_for(path: ReasoningPath, cfg: PipelineConfig, problem: Problem | None)
 
 
 def hint_names(hints: dict[str, Any]) -> list[str]:
-    """Names of the hints actually given, recorded on each critique."""
-    return [name for name, value in hints.items() if value not in (None, False, "")]
+    """Names of the hints actually given (as in the config's ``hints`` block), recorded on each critique."""
+    given = {"error_location" if name in ("error_step", "error_type") else name
+             for name, value in hints.items() if value not in (None, False, "")}
+    return [name for name in ("reference_answer", "reference_solution", "error_location", "verifier_feedback",
+                              "stop_at_first_error") if name in given]
 
 
 class CritiqueStage(Stage):
