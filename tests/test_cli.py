@@ -1,0 +1,58 @@
+"""The command line: init, build in a project folder, status, verify."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from amc.cli import app
+
+runner = CliRunner()
+
+
+def test_init_then_build_in_a_project_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", "--template", "quickstart"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "amc.yaml").read_text()
+    assert "# amc quickstart" in text and "engine: sim" in text
+    assert runner.invoke(app, ["init"]).exit_code == 2  # refuses to overwrite
+    assert runner.invoke(app, ["init", "--force"]).exit_code == 0
+
+    res = runner.invoke(app, ["build", "--stage", "critique", "-q", "--set", "source.count=8"])
+    assert res.exit_code == 0, res.output
+    assert "critique" in res.output and (tmp_path / "runs" / "quickstart" / "critique" / "data").is_dir()
+    assert not (tmp_path / "runs" / "quickstart" / "filter").exists()
+
+    info = json.loads(runner.invoke(app, ["status", "--json", "--set", "source.count=8"]).output)
+    states = {name: s["state"] for name, s in info["stages"].items()}
+    assert states == {"problems": "done", "sample": "done", "inject": "done", "critique": "done",
+                      "filter": "missing"}
+    table = runner.invoke(app, ["status", "--set", "source.count=8"])
+    assert table.exit_code == 0 and "missing" in table.output
+
+
+def test_init_unknown_template(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", "--template", "nope"])
+    assert res.exit_code == 2 and "quickstart" in res.output
+
+
+def test_build_without_a_pipeline_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["build"])
+    assert res.exit_code == 2 and "amc.yaml" in res.output and "amc init" in res.output
+
+
+def test_unknown_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner.invoke(app, ["init"])
+    res = runner.invoke(app, ["build", "--stage", "critic"])
+    assert res.exit_code == 2 and "unknown stage" in res.output
+
+
+def test_verify_command():
+    assert runner.invoke(app, ["verify", "\\frac{1}{2}", "0.5"]).output.strip() == "true"
+    assert runner.invoke(app, ["verify", "3", "x = 3"]).output.strip() == "true"
+    assert runner.invoke(app, ["verify", "3", "4"]).output.strip() == "false"
