@@ -1,0 +1,361 @@
+"""Final answers: find them in a solution (``extract``) and decide whether two agree (``verify``).
+
+Two verbs, like Math-Verify. ``verify`` answers plain numbers itself (most GSM8K pairs: ``"$1,000"`` vs ``"1000"``,
+``"18 dollars"`` vs ``"18"``) and sends everything else to math-verify. math-verify times out with
+``signal.alarm``, which only works in a main thread and cannot interrupt long C-level big-integer work, so it runs
+in a small pool of forked worker processes that send back bools only; a worker that overruns its deadline is
+killed and the pool recreated. A pathological answer (``9^{9^{9^9}}``, ``(10^{100000})!``) therefore costs about
+``timeout`` seconds and comes back ``False``; it never hangs the caller.
+
+>>> extract("so she pays 3 * 6 = 18 dollars. The answer is $18.")
+'18'
+>>> verify("\\\\frac{3}{4}", "0.75")
+True
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import multiprocessing
+import multiprocessing.pool
+import re
+import threading
+from fractions import Fraction
+
+__all__ = ["extract", "verify", "verify_many", "grade", "reference_answer"]
+
+# --------------------------------------------------------------------------------------------- extraction
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:)\s*:?", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)")
+
+
+def _braced(text: str, i: int) -> tuple[str, int] | None:
+    """Content of the brace group opening at ``text[i]`` and the index after it; ``None`` when unbalanced."""
+    depth = 0
+    j = i
+    while j < len(text):
+        ch = text[j]
+        if ch == "\\":
+            # \{ and \} are literal set braces, not group delimiters.
+            j += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j], j + 1
+        j += 1
+    return None
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{}``/``\\fbox{}`` (balanced braces) or brace-less ``\\boxed 5``."""
+    for m in reversed(list(_BOX_RE.finditer(text))):
+        i = m.end()
+        rest = text[i:]
+        stripped = rest.lstrip()
+        if stripped.startswith("{"):
+            got = _braced(text, i + len(rest) - len(stripped))
+            if got is not None and got[0].strip():
+                return got[0].strip()
+        elif rest[:1].isspace():
+            # MATH writes "\boxed 5" now and then: read to the closing $ or the line end.
+            token = re.split(r"[$\n]", stripped, maxsplit=1)[0].strip()
+            if token:
+                return token
+    return None
+
+
+def _clean_tail(answer: str) -> str:
+    """Trim what follows an answer phrase: the sentence end, math delimiters, a trailing period."""
+    answer = answer.strip()
+    m = _SENTENCE_END_RE.search(answer)
+    if m:
+        answer = answer[: m.start()]
+    answer = answer.strip().strip("$").strip()
+    if answer.startswith("\\(") and answer.endswith("\\)"):
+        answer = answer[2:-2].strip()
+    return answer.rstrip(".").strip().strip("$").strip()
+
+
+def extract(text: str) -> str | None:
+    """The final answer stated in a solution text, or ``None`` when it states none.
+
+    Looks, in order, for the last ``\\boxed{...}`` (or ``\\fbox``), the last "The answer is ..." / "the final
+    answer is ..." (rest of its sentence, without ``$`` and the final period), and the last ``#### ...``.
+
+    >>> extract("Total: 3 + 4 = <<3+4=7>>7\\n#### 7")
+    '7'
+    """
+    if not text:
+        return None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
+    for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
+        line = text[m.end() :].split("\n", 1)[0]
+        answer = _clean_tail(line)
+        if answer:
+            return answer
+    if "####" in text:
+        answer = text.rsplit("####", 1)[1].split("\n", 1)[0].strip().rstrip(".").strip()
+        if answer:
+            return answer
+    return None
+
+
+def reference_answer(text: str, fmt: str) -> str | None:
+    """The reference answer held in a dataset field, read by its format.
+
+    ``fmt`` is ``"gsm8k"`` (text after the last ``####``, commas removed), ``"boxed"`` (last ``\\boxed{}``) or
+    ``"plain"`` (the field itself, stripped). ``None`` when the field holds no answer in that format.
+
+    >>> reference_answer("... = <<2*500=1000>>1,000 pens\\n#### 1,000", "gsm8k")
+    '1000'
+    """
+    if fmt == "gsm8k":
+        if "####" not in text:
+            return None
+        return text.rsplit("####", 1)[1].replace(",", "").strip() or None
+    if fmt == "boxed":
+        return _last_boxed(text)
+    if fmt == "plain":
+        return text.strip() or None
+    raise ValueError(f"unknown answer format {fmt!r}: expected 'plain', 'gsm8k' or 'boxed'")
+
+
+# ------------------------------------------------------------------------------------------- fast path
+
+_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+_FRACTION_RE = re.compile(r"([-+]?\d+)\s*/\s*(\d+)|([-+]?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
+_LEAD_VAR_RE = re.compile(r"^[A-Za-z]\w*\s*=\s*")
+_PERCENT_RE = re.compile(r"\s*(?:\\%|%|percent)$")
+_DEGREE_RE = re.compile(r"\s*(?:\^\s*\{?\\circ\}?|°|\\circ)$")
+# Words after a number that are mathematics, not units: "5 pi" is not 5.
+_NOT_UNITS = {"pi", "sqrt", "mod", "and", "or", "over", "times", "plus", "minus", "i", "e", "x", "y", "n"}
+
+
+def _plain_number(text: str) -> tuple[Fraction, bool] | None:
+    """(value, has_percent) when ``text`` is one number with optional $, commas, units or %; else ``None``."""
+    s = text.strip()
+    m = re.fullmatch(r"\\boxed\s*\{(.*)\}", s, flags=re.DOTALL)
+    if m:
+        s = m.group(1).strip()
+    s = _TEXT_CMD_RE.sub(lambda t: " " + t.group(1) + " ", s)
+    for glue in ("\\!", "\\,", "{,}"):  # LaTeX thin spaces and braced commas inside numbers: "32,\\!348"
+        s = s.replace(glue, "," if glue == "{,}" else "")
+    for junk in ("\\$", "$", "\\;", "\\ ", "~"):
+        s = s.replace(junk, " ")
+    s = _LEAD_VAR_RE.sub("", s.strip()).strip().rstrip(".").strip()
+    s, n_deg = _DEGREE_RE.subn("", s)
+    s, n_pct = _PERCENT_RE.subn("", s)
+    s = s.strip()
+    # Trailing unit words ("18 dollars", "5 cm", "3 square feet") must be separated from the number.
+    m = re.fullmatch(r"(.*?\d)((?:\s+[A-Za-z][A-Za-z.]*){1,3})", s)
+    if m:
+        words = [w.rstrip(".").lower() for w in m.group(2).split()]
+        if any(w in _NOT_UNITS or len(w) < 2 for w in words):
+            return None
+        s = m.group(1)
+        s, more_pct = _PERCENT_RE.subn("", s)
+        n_pct += more_pct
+    s = s.strip()
+    if _NUMBER_RE.fullmatch(s):
+        return Fraction(s.replace(",", "")), bool(n_pct)
+    m = _FRACTION_RE.fullmatch(s)
+    if m:
+        num, den = (m.group(1), m.group(2)) if m.group(1) else (m.group(3) + m.group(4), m.group(5))
+        if int(den) == 0:
+            return None
+        return Fraction(int(num), int(den)), bool(n_pct)
+    return None
+
+
+def _fast_verdict(gold: str, pred: str) -> bool | None:
+    """Decide plain-number pairs without math-verify; ``None`` hands the pair on to it."""
+    g = _plain_number(gold)
+    p = _plain_number(pred)
+    if g is None or p is None:
+        return None
+    (gv, gp), (pv, pp) = g, p
+    if gv == pv:
+        return True
+    if gp or pp:
+        # math-verify takes "50%" as both 50 and 0.5; so do we.
+        return (gp and gv / 100 == pv) or (pp and pv / 100 == gv)
+    if round(float(gv), 6) == round(float(pv), 6):
+        return None  # within math-verify's float rounding: let it make the call, so both paths agree.
+    return False
+
+
+# ------------------------------------------------------------------------------------- math-verify pool
+
+_POOL: multiprocessing.pool.Pool | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+# One batch at a time: a deadline only means something when no other caller's stuck pair holds the worker that our
+# pair is queued behind. Each batch already uses every worker, so serialising callers costs little.
+_BATCH_LOCK = threading.Lock()
+_GRACE_S = 0.5  # parent-side slack over the worker's own alarms before the worker counts as stuck
+
+
+def _wrap(text: str) -> str:
+    """Give math-verify a math environment: bare LaTeX like ``\\dfrac{1}{2}`` parses only inside ``$...$``."""
+    if "$" in text or "\\boxed" in text or "\\(" in text or "\\[" in text:
+        return text
+    return f"${text}$"
+
+
+def _mv_parse(text: str, timeout_s: int) -> list:
+    from math_verify import parse
+
+    parsed = parse(_wrap(text), parsing_timeout=timeout_s)
+    if not parsed:
+        parsed = parse(text, parsing_timeout=timeout_s)
+    return parsed
+
+
+def _mv_verify(gold: str, pred: str, timeout: float) -> bool:
+    """One math-verify comparison, gold first; any failure is a ``False``. Runs inside a worker process."""
+    timeout_s = max(1, math.ceil(timeout))
+    try:
+        from math_verify import verify as mv_verify
+
+        g = _mv_parse(gold, timeout_s)
+        p = _mv_parse(pred, timeout_s)
+        if not g or not p:
+            return False
+        return bool(mv_verify(g, p, timeout_seconds=timeout_s))
+    except BaseException:  # noqa: BLE001 - a worker must answer, whatever sympy raised (incl. its timeout)
+        return False
+
+
+def _in_daemon() -> bool:
+    # A pool worker (daemonic) may not fork children of its own: there, math-verify runs in-process.
+    return multiprocessing.current_process().daemon
+
+
+def _get_pool(workers: int) -> multiprocessing.pool.Pool:
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or workers > _POOL_SIZE:
+            if _POOL is not None:
+                _POOL.terminate()
+            import math_verify  # noqa: F401 - imported before the fork so workers start warm
+
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            _POOL, _POOL_SIZE = ctx.Pool(max(1, workers)), max(1, workers)
+        return _POOL
+
+
+def _kill_pool(pool: multiprocessing.pool.Pool) -> None:
+    """Terminate a pool with a stuck worker; the next call creates a fresh one."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is pool:
+            _POOL, _POOL_SIZE = None, 0
+    pool.terminate()
+
+
+@atexit.register
+def _shutdown() -> None:
+    if _POOL is not None:
+        _POOL.terminate()
+
+
+def _run_in_pool(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool]:
+    """math-verify on each pair in worker processes; a pair whose worker overruns its deadline is ``False``."""
+    if _in_daemon():
+        return [_mv_verify(g, p, timeout) for g, p in pairs]
+    with _BATCH_LOCK:
+        return _run_batch(pairs, timeout, workers)
+
+
+def _run_batch(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool]:
+    results: list[bool | None] = [None] * len(pairs)
+    pending = list(range(len(pairs)))
+    while pending:
+        pool = _get_pool(workers)
+        handles = {i: pool.apply_async(_mv_verify, (pairs[i][0], pairs[i][1], timeout)) for i in pending}
+        stuck = None
+        # Tasks are dispatched in order, so when we wait on the earliest unfinished one it is already running:
+        # its deadline starts then, and a stuck task costs about `timeout`, not `timeout` times the queue length.
+        for i in pending:
+            try:
+                results[i] = bool(handles[i].get(timeout + _GRACE_S))
+            except multiprocessing.TimeoutError:
+                stuck = i
+                break
+            except Exception:  # noqa: BLE001 - a crashed worker (e.g. out of memory) is a failed comparison
+                results[i] = False
+        if stuck is None:
+            break
+        results[stuck] = False
+        # Keep what finished before the pool dies, retry the rest in a fresh pool.
+        for i in pending:
+            if results[i] is None and handles[i].ready():
+                try:
+                    results[i] = bool(handles[i].get(0))
+                except Exception:  # noqa: BLE001
+                    results[i] = False
+        _kill_pool(pool)
+        pending = [i for i in pending if results[i] is None]
+    return [bool(r) for r in results]
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+def verify(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
+    """Whether ``pred`` is mathematically equivalent to ``gold`` (gold first, as math-verify expects).
+
+    Plain numbers are compared here; anything else goes to math-verify in a worker process, cut off after about
+    ``timeout`` seconds (then ``False``). ``None`` (no answer extracted) is never correct.
+
+    >>> verify("50\\\\%", "50"), verify("3", "x = 3"), verify("18", "$18.00")
+    (True, True, True)
+    """
+    return verify_many([(gold, pred)], timeout=timeout, workers=1)[0]
+
+
+def verify_many(
+    pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int = 2
+) -> list[bool]:
+    """``verify`` on many (gold, pred) pairs: plain numbers in-process, the rest across ``workers`` processes.
+
+    Batches from several threads take turns on the shared pool, so that one caller's stuck pair never eats into
+    the deadline of another caller's pair.
+    """
+    out: list[bool | None] = [None] * len(pairs)
+    slow: list[int] = []
+    for i, (gold, pred) in enumerate(pairs):
+        if pred is None or not str(pred).strip() or gold is None or not str(gold).strip():
+            out[i] = False
+            continue
+        # Identical answers agree even where math-verify cannot parse them ("\\text{(C)}").
+        fast = True if str(gold).strip() == str(pred).strip() else _fast_verdict(str(gold), str(pred))
+        if fast is None:
+            slow.append(i)
+        else:
+            out[i] = fast
+    if slow:
+        done = _run_in_pool([(str(pairs[i][0]), str(pairs[i][1])) for i in slow], timeout, workers)
+        for i, ok in zip(slow, done, strict=True):
+            out[i] = ok
+    return [bool(v) for v in out]
+
+
+def grade(gold: str, text: str) -> tuple[str | None, bool]:
+    """Extract the final answer of a solution text and verify it: ``(answer or None, correct)``.
+
+    >>> grade("7", "3 + 4 = 7\\nThe answer is 7.")
+    ('7', True)
+    """
+    pred = extract(text)
+    return pred, verify(gold, pred)
