@@ -159,23 +159,96 @@ DEFAULT_ERROR_TYPES: list[ErrorType] = [
 ]
 
 
-class SampleStage(Strict):
-    """RG1: n samples per problem from the actor; every path is split into steps and graded."""
+KDistribution = Literal["uniform", "early", "late"]
+"""How step k is drawn among a path's candidate steps: ``uniform``; ``early`` with weight m - i for the i-th of m
+candidates (the first step m times as likely as the last); ``late`` with weight i + 1 (the mirror image)."""
 
-    enabled: bool = True
-    n: int = Field(default=4, ge=1)
+
+class SampleStage(Strict):
+    """RG1: n samples per problem from each actor; every path is split into steps and graded."""
+
+    enabled: bool = Field(default=True, description="Off: no sampling (reference paths are still passed on).")
+    n: int = Field(default=4, ge=1, description="Samples per problem and per actor, in one request each.")
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
     template: str = "solve"
+    actors: list[ModelConfig] = Field(
+        default_factory=list,
+        description="Model blocks that sample, each n paths per problem; empty: just models.actor. With more than "
+        "one, path ids read '<problem>/sample/a<actor index>-<sample index>' and generator names the model.",
+    )
+    reference: bool = Field(
+        default=False,
+        description="Also pass each problem's reference solution on as a correct path (strategy 'reference', "
+        "error_step -1) when the source has one; the symbolic strategy can perturb it.",
+    )
+
+
+class ResampleStrategy(Strict):
+    """RG2: keep the steps before k of a correct path, let the actor (models.actor) continue at a high
+    temperature; keep the path when its final answer turns wrong. The error step is the first step at or after k
+    that differs from the correct path (k itself unless the actor repeated step k word for word)."""
+
+    enabled: bool = True
+    per_problem: int = Field(default=1, ge=0, description="Continuations per problem that has a correct path.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0))
+    k_distribution: KDistribution = Field(default="uniform", description="How the resampled step is drawn.")
+
+
+PerturbMode = Literal["result", "operand", "operator"]
+DEFAULT_PERTURB_MODES: list[PerturbMode] = ["result"]
+
+
+class SymbolicStrategy(Strict):
+    """Symbolic injection, no model: perturb an arithmetic claim of step k of a correct path (amc.perturb)."""
+
+    enabled: bool = True
+    per_problem: int = Field(default=1, ge=0, description="Perturbed paths per problem that has a correct path.")
+    carry: bool = Field(
+        default=True,
+        description="Carry the wrong value through the later steps (the final answer turns wrong; a path whose "
+        "answer stays right is rejected); false: later steps stay as they were (a wrong step, a right answer).",
+    )
+    base: Literal["auto", "sample", "reference"] = Field(
+        default="auto",
+        description="Which correct paths to perturb: 'reference' solutions (needs stages.sample.reference), "
+        "'sample'd paths, or 'auto': the reference when the problem has one, else sampled paths.",
+    )
+    modes: list[PerturbMode] = Field(
+        default_factory=lambda: list(DEFAULT_PERTURB_MODES),
+        min_length=1,
+        description="Mistakes to make, one drawn per path (amc.perturb): 'result' a wrong result (error_type "
+        "'calculation'), 'operand' a wrong number on the left, result kept ('misread_quantity'; it changes no "
+        "later value, so with carry the answer stays right), 'operator' a swapped operator with a consistent "
+        "result ('wrong_operation').",
+    )
+    k_distribution: KDistribution = Field(default="uniform", description="How the perturbed step is drawn.")
 
 
 class InjectStage(Strict):
-    """RG3: take a correct path, rewrite step k with a named error type, let the actor continue."""
+    """Flawed paths from correct ones. The top-level keys are RG3 (the injector rewrites step k with a named error
+    type, the actor continues); ``resample`` (RG2) and ``symbolic`` are strategies with their own blocks. The stage
+    passes its input paths on, then deduplicates and balances everything it outputs."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="RG3 on or off (resample and symbolic have their own switch).")
     per_problem: int = Field(default=1, ge=0, description="Injected paths per problem that has a correct path.")
     error_types: list[ErrorType] = Field(default_factory=lambda: list(DEFAULT_ERROR_TYPES))
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
     template: str = "inject"
+    k_distribution: KDistribution = Field(default="uniform", description="How the rewritten step is drawn.")
+    resample: ResampleStrategy = Field(default_factory=ResampleStrategy)
+    symbolic: SymbolicStrategy = Field(default_factory=SymbolicStrategy)
+    dedup: bool = Field(
+        default=True,
+        description="Drop a path whose normalised text (lowercase, single spaces, one step per line) repeats an "
+        "earlier path of the same problem; the first one is kept (input paths before constructed ones).",
+    )
+    balance: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Target correct:flawed ratio: within each (source, strategy), correct paths beyond "
+        "floor(balance * flawed paths) are dropped, chosen by a seeded hash of their ids; None keeps all. A path "
+        "is flawed when its answer is wrong or it has a known error step.",
+    )
 
 
 class CritiqueHints(Strict):

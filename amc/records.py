@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Strategy = Literal["reference", "sample", "resample", "inject"]
+Strategy = Literal["reference", "sample", "resample", "inject", "symbolic"]
 ParseStatus = Literal["ok", "partial", "failed"]
 CritiqueFormat = Literal["text", "json"]
 
@@ -44,7 +44,10 @@ class ReasoningPath(Record):
     predicted_answer: str | None = None
     correct: bool = False
     strategy: Strategy
-    generator: str = Field(description="Model that wrote the path (the actor; for 'inject', actor after injector).")
+    generator: str = Field(
+        description="Model that wrote the path: the actor; for 'inject' '<injector>+<actor>'; 'symbolic' for "
+        "symbolic perturbation; 'reference' for the source's reference solution."
+    )
     sample_index: int = 0
     error_step: int | None = Field(
         default=None, description="0-based first wrong step when known by construction; -1 no error; None unknown."

@@ -3,11 +3,16 @@
 It exists so that the quickstart and the tests run anywhere, offline, in seconds. It reads the structured
 ``context`` a stage attaches to each request (real engines ignore it) and plays:
 
-- actor (``solve``): writes the problem's reference solution, and with probability ``error_rate`` corrupts the
-  result of one equation and carries the wrong value through the later steps;
-- injector (``inject``): rewrites step k with a wrong result (or, for ``misread_quantity``/``wrong_operation``, a
-  wrong operand or operator with a consistent result);
-- actor (``continue``): finishes an injected path by carrying the new value through the original later steps;
+- actor (``solve``; context ``question``, ``answer``, ``solution``): writes the problem's reference solution, and
+  with probability ``error_rate`` corrupts the result of one equation and carries the wrong value through the
+  later steps;
+- injector (``inject``; context ``steps``, ``k``, ``error_type``): rewrites step k with a wrong result (or, for
+  ``misread_quantity``/``wrong_operation``, a wrong operand or operator with a consistent result);
+- actor (``continue``; context ``steps`` (the partial solution), ``original_steps`` (the correct path it came
+  from), ``k``, ``answer``, optional ``mode``): when ``steps`` holds k+1 steps (an injected step k), finishes the
+  path by carrying the new value through the original later steps; when it holds k steps (no new step,
+  ``mode: resample``), finishes the original path from step k, and with probability ``error_rate`` corrupts one
+  of its equations at or after step k (not the answer line) and carries the wrong value through;
 - annotator (``critique``): checks each step symbolically (:func:`amc.steps.first_false_arithmetic`), uses the
   known error location when it is given as a hint, grades the final answer against the reference, and writes the
   critique in the AutoMathCritique text format; with probability ``error_rate`` its final verdict is wrong;
@@ -227,9 +232,18 @@ class SimBackend:
         return make(line, rng) or line
 
     def _task_continue(self, c: dict[str, Any], rng: random.Random) -> str:
-        k = c["k"]
-        full = carry(c["original_steps"], k, c["steps"][k])
-        return "\n".join(full[k + 1 :])
+        k, original = c["k"], list(c["original_steps"])
+        if len(c["steps"]) > k:  # an injected step k: carry its value through
+            full = carry(original, k, c["steps"][k])
+            return "\n".join(full[k + 1 :])
+        # a resample from step k: the actor redoes the rest and slips now and then
+        later = [j for j in range(k, len(original) - 1) if _equation(original[j])]
+        if later and rng.random() < self.error_rate:
+            j = rng.choice(later)
+            wrong = _wrong_result(original[j], rng)
+            if wrong:
+                original = carry(original, j, wrong)
+        return "\n".join(original[k:])
 
     def _task_critique(self, c: dict[str, Any], rng: random.Random) -> str:
         steps: list[str] = c["steps"]

@@ -193,7 +193,7 @@ class Runner:
             manifest = {"stage": stage.name, "fingerprint": fp, "status": "partial", "num_shards": num,
                         "shards": {}, "config": stage.config_slice(self.cfg), "code_version": __version__,
                         "templates": [load_template(t, self.cfg.prompts_dir).ref for t in stage.templates(self.cfg)],
-                        "models": {r: self.cfg.models.for_role(r).model_dump() for r in stage.roles}}
+                        "models": _stage_models(stage, self.cfg)}
             atomic_write_json(stage_dir / "manifest.json", manifest)
         assert manifest is not None
         ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
@@ -239,6 +239,14 @@ class Runner:
         return StageReport(stage.name, "resumed" if resumed else "built", rows=manifest["rows"],
                            rejects=manifest["rejects"], dropped=manifest["dropped"], made=made - made0,
                            cached=cached - cached0, seconds=round(time.time() - t0, 3), funnel=manifest["funnel"])
+
+
+def _stage_models(stage: Stage, cfg: PipelineConfig) -> dict[str, Any]:
+    """The model blocks a stage uses, by role (the sample stage may use several actors)."""
+    models: dict[str, Any] = {r: cfg.models.for_role(r).model_dump() for r in stage.roles}
+    if stage.name == "sample" and cfg.stages.sample.actors:
+        models["actor"] = [m.model_dump() for m in cfg.stages.sample.actors]
+    return models
 
 
 def _output_model(stage_name: str) -> Any:

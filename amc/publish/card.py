@@ -46,7 +46,8 @@ FILTERED_FIELDS = {
     "question / reference_answer": "The problem and its reference final answer.",
     "steps / num_steps": "The reasoning path, one step per line, as judged.",
     "path_correct / predicted_answer": "Whether the path's final answer matches the reference (math-verify).",
-    "strategy": "How the path was made: sample (RG1), resample (RG2), inject (RG3).",
+    "strategy": ("How the path was made: sample (RG1), resample (RG2), inject (RG3, by a model), "
+                 "symbolic (RG3, no model), reference (the source's solution)."),
     "error_step / error_type": "First wrong step (0-based) and error type when known by construction; "
                                "-1 no error, null unknown.",
     "step_verdicts": "The annotator's verdict and explanation for each step.",

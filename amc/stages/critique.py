@@ -20,8 +20,9 @@ from amc.steps import first_false_arithmetic
 
 
 def wants_critique(path: ReasoningPath, share_correct: float, run_seed: int) -> bool:
-    """Every flawed path; a deterministic share of the correct ones."""
-    if not path.correct:
+    """Every flawed path (a wrong answer, or a known error step even when the answer came out right); a
+    deterministic share of the correct ones."""
+    if not path.correct or (path.error_step is not None and path.error_step >= 0):
         return True
     return derive_seed(run_seed, path.id, "critique-correct") / 0x7FFFFFFF < share_correct
 

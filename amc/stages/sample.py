@@ -1,16 +1,25 @@
-"""Stage ``sample`` (RG1): the actor samples ``n`` solutions per problem, in one request each; every path is split
-into steps and graded against the reference answer."""
+"""Stage ``sample`` (RG1): each actor samples ``n`` solutions per problem, in one request each; every path is split
+into steps and graded against the reference answer.
+
+With ``stages.sample.reference`` the problem's reference solution (when the source has one) is passed on too, as
+a correct path of strategy ``reference``: the symbolic strategy of the ``inject`` stage perturbs real, human-written
+arithmetic that way.
+"""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from typing import Any
 
 from amc.answers import extract, verify_many
 from amc.backends.base import GenerationRequest, SamplingParams
-from amc.config import PipelineConfig
+from amc.config import ModelConfig, PipelineConfig
 from amc.records import Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
 from amc.steps import split
+
+_NOTE = re.compile(r"<<[^<>]*>>")
 
 
 def solve_request(ctx: StageContext, problem: Problem, template: str, purpose: str, n: int, sampling: Any,
@@ -38,6 +47,31 @@ def grade_paths(paths: list[ReasoningPath]) -> list[ReasoningPath]:
     ]
 
 
+def actor_models(cfg: PipelineConfig) -> list[ModelConfig]:
+    """The model blocks that sample: ``stages.sample.actors``, or just ``models.actor`` when that list is empty."""
+    return list(cfg.stages.sample.actors) or [cfg.models.actor]
+
+
+def reference_steps(problem: Problem) -> list[str] | None:
+    """The reference solution as steps, or None when the source has none.
+
+    GSM8K calculator notes (``<<48/2=24>>``) are dropped, because no actor writes them, and a closing line
+    "The answer is X." is added when the solution states no final answer of its own.
+
+    >>> reference_steps(Problem(id="p", question="q", answer="72", source="s",
+    ...                         solution="48/2 = <<48/2=24>>24\\n48+24 = <<48+24=72>>72"))
+    ['48/2 = 24', '48+24 = 72', 'The answer is 72.']
+    """
+    if not problem.solution:
+        return None
+    steps = [s for s in split(_NOTE.sub("", problem.solution)) if not s.startswith("####")]
+    if not steps:
+        return None
+    if extract("\n".join(steps)) is None:
+        steps.append(f"The answer is {problem.answer}.")
+    return steps
+
+
 class SampleStage(Stage):
     name = "sample"
     input_stage = "problems"
@@ -55,31 +89,74 @@ class SampleStage(Stage):
 
     def run(self, rows: list[Problem], ctx: StageContext) -> StageResult:
         scfg = ctx.cfg.stages.sample
-        actor = ctx.backend("actor")
-        requests = [
-            solve_request(ctx, p, scfg.template, "sample", scfg.n, scfg.sampling, ctx.seed(p.id, "sample"))
-            for p in rows
-        ]
-        responses = actor.generate(requests)
         result = StageResult()
         paths: list[ReasoningPath] = []
-        for problem, resp in zip(rows, responses, strict=True):
-            bad = reject_for(self.name, f"{problem.id}/sample", resp)
-            if bad:
-                result.rejects.append(bad)
-                continue
-            for i, comp in enumerate(resp.completions):
-                path_id = f"{problem.id}/sample/{i}"
-                if comp.finish_reason != "stop":
-                    result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="truncated",
-                                                 detail=f"finish_reason={comp.finish_reason}"))
+        actors = actor_models(ctx.cfg) if scfg.enabled else []
+        many = len(actors) > 1
+        for a, model_cfg in enumerate(actors):
+            # One actor keeps the addresses of a single-actor run (ids, seeds), so its cache entries stay valid.
+            tag = f"sample/a{a}" if many else "sample"
+            actor = ctx.backend(model_cfg)
+            requests = [
+                solve_request(ctx, p, scfg.template, tag, scfg.n, scfg.sampling,
+                              ctx.seed(p.id, "sample", a) if many else ctx.seed(p.id, "sample"))
+                for p in rows
+            ]
+            for problem, resp in zip(rows, actor.generate(requests), strict=True):
+                bad = reject_for(self.name, f"{problem.id}/{tag}", resp)
+                if bad:
+                    result.rejects.append(bad)
                     continue
-                paths.append(ReasoningPath(
-                    id=path_id, problem_id=problem.id, question=problem.question,
-                    reference_answer=problem.answer, steps=split(comp.text), strategy="sample",
-                    generator=actor.model, sample_index=i, temperature=scfg.sampling.temperature,
-                    finish_reason=comp.finish_reason, source=problem.source, difficulty=problem.difficulty,
-                ))
-        result.rows = list(grade_paths(paths))
-        result.counts.update(paths=len(result.rows), correct=sum(p.correct for p in result.rows))
+                for i, comp in enumerate(resp.completions):
+                    path_id = f"{problem.id}/sample/a{a}-{i}" if many else f"{problem.id}/sample/{i}"
+                    if comp.finish_reason != "stop":
+                        result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="truncated",
+                                                     detail=f"finish_reason={comp.finish_reason}"))
+                        continue
+                    paths.append(ReasoningPath(
+                        id=path_id, problem_id=problem.id, question=problem.question,
+                        reference_answer=problem.answer, steps=split(comp.text), strategy="sample",
+                        generator=actor.model, sample_index=i, temperature=scfg.sampling.temperature,
+                        finish_reason=comp.finish_reason, source=problem.source, difficulty=problem.difficulty,
+                    ))
+        if scfg.reference:
+            paths.extend(self._references(rows))
+        # Rows of a problem together, sampled paths first (actor by actor), then its reference solution.
+        order = {p.id: i for i, p in enumerate(rows)}
+        paths.sort(key=lambda p: order[p.problem_id])
+        kept: list[ReasoningPath] = []
+        for p in grade_paths(paths):
+            if p.strategy == "reference" and not p.correct:
+                # A reference solution that does not grade as its own answer is unreadable, not a flawed path.
+                result.rejects.append(Reject(stage=self.name, row_id=p.id, reason="reference_not_gradable",
+                                             detail=f"read {p.predicted_answer!r}, reference {p.reference_answer!r}"))
+            else:
+                kept.append(p)
+        result.rows = list(kept)
+        result.counts.update(paths=len(kept), correct=sum(p.correct for p in kept))
+        result.counts.update(strategy_counts(kept))
+        if many:
+            result.counts.update(Counter(f"generator:{p.generator}" for p in kept if p.strategy == "sample"))
         return result
+
+    def _references(self, problems: list[Problem]) -> list[ReasoningPath]:
+        out = []
+        for p in problems:
+            steps = reference_steps(p)
+            if steps is not None:
+                out.append(ReasoningPath(
+                    id=f"{p.id}/reference/0", problem_id=p.id, question=p.question, reference_answer=p.answer,
+                    steps=steps, strategy="reference", generator="reference", error_step=-1, source=p.source,
+                    difficulty=p.difficulty,
+                ))
+        return out
+
+
+def strategy_counts(paths: list[ReasoningPath]) -> Counter[str]:
+    """The funnel's per-strategy counts: ``paths:<strategy>`` and ``correct:<strategy>`` (for ``amc status``)."""
+    counts: Counter[str] = Counter()
+    for p in paths:
+        counts[f"paths:{p.strategy}"] += 1
+        if p.correct:
+            counts[f"correct:{p.strategy}"] += 1
+    return counts
