@@ -230,3 +230,50 @@ def test_math_shepherd_step_labels_on_sim(tmp_path):
     assert labels.soft_labels == [1.0, 0.0, 0.0]
     assert labels.hard_labels == [True, False, False]
     assert labels.rollouts == 3 and labels.error_step == 1
+
+
+ALL_ON = [
+    "stages.critique.hints.reference_answer=true",
+    "stages.critique.hints.reference_solution=true",
+    "stages.critique.hints.error_location=true",
+    "stages.critique.hints.verifier_feedback=true",
+    "stages.critique.hints.stop_at_first_error=true",
+    "stages.critique.include_correct_paths=0.5",
+    "stages.filter.rules.verdict_matches=true",
+    "stages.filter.rules.error_step_matches=true",
+    "stages.filter.rules.error_step_tolerance=0",
+    "stages.filter.rules.shortcut_guard=true",
+    "stages.filter.rules.deduplicate=true",
+    "stages.filter.step_labels.enabled=true",
+]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_hint_and_rule_on_the_sim_engine(tmp_path, fmt):
+    from amc.config import load_config
+    from amc.engine.runner import Runner
+    from amc.engine.store import read_records
+    from amc.records import FilterDecision
+    from amc.records import StepLabels as StepLabelRecord
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "pipelines" / "quickstart.yaml",
+                      [f"run_dir={tmp_path / 'run'}", "source.count=16", f"stages.critique.format={fmt}", *ALL_ON])
+    Runner(cfg, show_progress=False).build("filter")
+    kept = [r for f in sorted((tmp_path / "run" / "filter" / "data").glob("*.parquet"))
+            for r in read_records(f, FilterDecision)]
+    assert kept
+    for d in kept:
+        c = d.critique
+        assert c.format == fmt and c.parse_status == "ok"
+        assert {"reference_answer", "verifier_feedback", "stop_at_first_error"} <= set(c.hints)
+        assert ("error_location" in c.hints) == (c.path.error_step is not None and c.path.error_step >= 0)
+        assert c.final_verdict == c.path.correct
+        if c.path.error_step is not None and c.path.error_step >= 0:
+            assert c.first_error_step == c.path.error_step
+            # stop at the first error: no verdict after it
+            assert max(v.index for v in c.step_verdicts) == c.first_error_step
+        assert d.n_correct >= d.k and not any(r.correct and r.shortcut for r in d.refinements)
+    labels = [r for f in sorted((tmp_path / "run" / "filter" / "step_labels").glob("*.parquet"))
+              for r in read_records(f, StepLabelRecord)]
+    assert labels and all(len(x.soft_labels) == len(x.steps) for x in labels)
