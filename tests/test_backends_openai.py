@@ -1,0 +1,301 @@
+"""The openai engine against a real, scripted, misbehaving HTTP server on 127.0.0.1.
+
+The server picks its behaviour from the first message of each request (the "scenario"), counts its hits and
+records what it received; every misbehaviour is bounded (it turns good after a fixed number of hits, or the test's
+``max_retries`` ends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+pytest.importorskip("httpx")
+
+from amc.backends import Backend, GenerationRequest, Message, SamplingParams, create  # noqa: E402
+from amc.backends.openai import OpenAIBackend  # noqa: E402
+from amc.config import ModelConfig  # noqa: E402
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+class ScriptedServer:
+    """State shared with the handler: hits and received bodies per scenario, concurrency high-water mark."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hits: dict[str, int] = defaultdict(int)
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.bodies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.auth: list[str | None] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+
+def _good(body: dict[str, Any], count: int | None = None, finish: str = "stop") -> dict[str, Any]:
+    n = count if count is not None else body.get("n", 1)
+    choices = [{"index": i, "finish_reason": finish,
+                "message": {"role": "assistant", "content": f"sample {i} seed={body.get('seed')}"}}
+               for i in range(n)]
+    return {"id": "x", "object": "chat.completion", "choices": choices,
+            "usage": {"prompt_tokens": 7, "completion_tokens": 5 * n, "total_tokens": 7 + 5 * n}}
+
+
+def make_handler(state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # keep test output clean
+            pass
+
+        def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                pass
+
+        def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(obj).encode(), headers)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            scenario = body["messages"][0]["content"]
+            with state.lock:
+                state.hits[scenario] += 1
+                hit = state.hits[scenario]
+                state.times[scenario].append(time.monotonic())
+                state.bodies[scenario].append(body)
+                state.auth.append(self.headers.get("Authorization"))
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                self._answer(scenario, hit, body)
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def _answer(self, scenario: str, hit: int, body: dict[str, Any]) -> None:
+            if scenario == "throttled" and hit == 1:
+                self._json(429, {"error": "slow down"}, {"Retry-After": "1"})
+            elif scenario == "flaky" and hit <= 2:
+                self._json(500 if hit == 1 else 503, {"error": "oops"})
+            elif scenario == "slow" and hit == 1:
+                time.sleep(1.0)  # beyond the client's timeout
+                self._json(200, _good(body))
+            elif scenario == "garbage" and hit == 1:
+                self._send(200, b"<html>not json</html>")
+            elif scenario == "garbage" and hit == 2:
+                self._json(200, {"choices": []})
+            elif scenario == "garbage" and hit == 3:
+                self._json(200, {"choices": [{"index": 0}]})
+            elif scenario == "down":
+                self._json(502, {"error": "bad gateway"})
+            elif scenario == "rejected":
+                # a server that echoes the credentials it was given: the client must not pass them on
+                self._json(400, {"error": f"bad request from {self.headers.get('Authorization')}"})
+            elif scenario == "truncated":
+                self._json(200, _good(body, finish="length"))
+            elif scenario == "ignores-n":
+                self._json(200, _good(body, count=1))
+            elif scenario == "busy":
+                time.sleep(0.2)
+                self._json(200, _good(body))
+            else:
+                self._json(200, _good(body))
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[ScriptedServer, str]]:
+    state = ScriptedServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def backend_for(base_url: str, **overrides: Any) -> OpenAIBackend:
+    settings: dict[str, Any] = dict(engine="openai", model="tiny", base_url=base_url, max_retries=3,
+                                    retry_backoff=0.01, retry_max_backoff=5.0, timeout=5.0)
+    settings.update(overrides)
+    return OpenAIBackend(ModelConfig(**settings))
+
+
+def req(scenario: str, rid: str | None = None, **params: Any) -> GenerationRequest:
+    return GenerationRequest(id=rid or scenario, role="annotator", params=SamplingParams(**params),
+                             messages=[Message(role="user", content=scenario)])
+
+
+def test_factory_builds_it_and_it_speaks_the_protocol(server):
+    _, url = server
+    b = create(ModelConfig(engine="openai", model="tiny", base_url=url))
+    assert isinstance(b, OpenAIBackend) and isinstance(b, Backend)
+    assert (b.engine, b.model, b.revision) == ("openai", "tiny", None)
+    with pytest.raises(ValueError, match="base_url"):
+        OpenAIBackend(ModelConfig(engine="openai", model="tiny"))
+
+
+def test_429_is_retried_after_the_servers_retry_after(server):
+    state, url = server
+    b = backend_for(url)
+    [r] = b.generate([req("throttled")])
+    assert r.ok and r.completions[0].text.startswith("sample 0")
+    assert state.hits["throttled"] == 2
+    first, second = state.times["throttled"]
+    # Retry-After: 1 was honoured although the backoff alone would have waited ~0.01 s (a lower bound only).
+    assert second - first >= 0.9
+    assert b.usage["retries"] == 1
+
+
+def test_5xx_timeouts_and_garbage_are_retried_until_a_good_answer(server):
+    state, url = server
+    b = backend_for(url, timeout=0.3)
+    out = b.generate([req("flaky"), req("slow"), req("garbage")])
+    assert [r.request_id for r in out] == ["flaky", "slow", "garbage"]
+    assert all(r.ok for r in out), [r.error for r in out]
+    assert (state.hits["flaky"], state.hits["slow"], state.hits["garbage"]) == (3, 2, 4)
+    assert b.usage["retries"] == 2 + 1 + 3
+    assert b.usage["requests"] == 3 and b.usage["failed"] == 0
+
+
+def test_a_request_failing_every_retry_becomes_an_error_not_an_exception(server):
+    state, url = server
+    b = backend_for(url, max_retries=2)
+    out = b.generate([req("down"), req("fine")])
+    assert not out[0].ok and out[0].completions == []
+    assert "502" in out[0].error and "3 attempts" in out[0].error
+    assert state.hits["down"] == 3
+    assert out[1].ok
+    assert b.usage["failed"] == 1
+
+
+def test_a_client_error_is_not_retried(server):
+    state, url = server
+    out = backend_for(url).generate([req("rejected")])
+    assert not out[0].ok and "400" in out[0].error
+    assert state.hits["rejected"] == 1
+
+
+def test_n_as_one_call_when_the_server_supports_it(server):
+    state, url = server
+    b = backend_for(url)
+    [r] = b.generate([req("n-native", n=3, seed=5)])
+    assert [c.text for c in r.completions] == [f"sample {i} seed=5" for i in range(3)]
+    assert state.hits["n-native"] == 1 and state.bodies["n-native"][0]["n"] == 3
+    assert all(c.prompt_tokens == 7 and c.completion_tokens is None for c in r.completions)
+    assert b.usage == {"prompt_tokens": 7, "completion_tokens": 15, "requests": 1, "retries": 0, "failed": 0}
+
+
+def test_n_as_separate_calls_merged_when_it_does_not(server):
+    state, url = server
+    b = backend_for(url, supports_n=False)
+    [r] = b.generate([req("n-split", n=3, seed=5)])
+    assert len(r.completions) == 3
+    assert state.hits["n-split"] == 3
+    assert all("n" not in body for body in state.bodies["n-split"])
+    assert sorted(body["seed"] for body in state.bodies["n-split"]) == [5, 6, 7]  # distinct samples
+    assert all(c.completion_tokens == 5 for c in r.completions)
+    assert b.usage["requests"] == 3 and b.usage["completion_tokens"] == 15
+
+
+def test_a_server_ignoring_n_is_topped_up(server):
+    state, url = server
+    [r] = backend_for(url).generate([req("ignores-n", n=3)])
+    assert len(r.completions) == 3
+    assert [body["n"] for body in state.bodies["ignores-n"]] == [3, 2, 1]
+
+
+def test_length_finish_reason_is_preserved(server):
+    _, url = server
+    [r] = backend_for(url).generate([req("truncated", n=2)])
+    assert [c.finish_reason for c in r.completions] == ["length", "length"]
+
+
+def test_request_body_carries_sampling_continuation_and_schema(server):
+    state, url = server
+    schema = {"type": "object", "properties": {"verdict": {"enum": ["Correct", "Wrong"]}}}
+    request = GenerationRequest(
+        id="body", role="actor", continue_final_message=True, response_schema=schema,
+        params=SamplingParams(temperature=0.3, top_p=0.9, max_tokens=17, stop=["\n\n"], seed=11),
+        messages=[Message(role="user", content="shape"), Message(role="assistant", content="Step 1:")],
+    )
+    [r] = backend_for(url, extra_body={"top_k": 20}).generate([request])
+    assert r.ok
+    body = state.bodies["shape"][0]
+    assert body["model"] == "tiny"
+    assert body["messages"][-1] == {"role": "assistant", "content": "Step 1:"}
+    assert (body["temperature"], body["top_p"], body["max_tokens"], body["stop"], body["seed"]) == (
+        0.3, 0.9, 17, ["\n\n"], 11)
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+    assert body["top_k"] == 20
+
+
+def test_concurrency_is_bounded(server):
+    state, url = server
+    out = backend_for(url, max_concurrency=2).generate([req("busy", f"b{i}") for i in range(6)])
+    assert all(r.ok for r in out)
+    assert state.hits["busy"] == 6
+    assert state.max_in_flight == 2
+
+
+def test_the_api_key_reaches_the_server_and_nowhere_else(server, monkeypatch):
+    state, url = server
+    monkeypatch.setenv("AMC_TEST_API_KEY", SECRET)
+    b = backend_for(url, api_key_env="AMC_TEST_API_KEY")
+    out = b.generate([req("fine"), req("rejected")])
+    assert state.auth == [f"Bearer {SECRET}"] * 2
+    assert out[0].ok and not out[1].ok
+    assert "Bearer ***" in out[1].error  # the server echoed it; the client masked it
+    for text in (repr(b), str(vars(b)), out[1].error, out[1].model_dump_json(), out[0].model_dump_json()):
+        assert SECRET not in text
+    monkeypatch.delenv("AMC_TEST_API_KEY")
+    with pytest.raises(ValueError, match="AMC_TEST_API_KEY") as err:
+        backend_for(url, api_key_env="AMC_TEST_API_KEY")
+    assert SECRET not in str(err.value)
+
+
+def test_no_server_at_all_is_an_error_after_retries():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    b = backend_for(f"http://127.0.0.1:{port}/v1", max_retries=1)
+    [r] = b.generate([req("anyone")])
+    assert not r.ok and "ConnectError" in r.error
+
+
+def test_generate_works_from_a_thread_and_inside_a_running_loop(server):
+    _, url = server
+    b = backend_for(url)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(b.generate([req("fine", n=2)])))
+    worker.start()
+    worker.join(timeout=60)
+    assert results and results[0][0].ok and len(results[0][0].completions) == 2
+
+    async def inside_a_loop() -> list[Any]:
+        return b.generate([req("fine")])
+
+    assert asyncio.run(inside_a_loop())[0].ok
+    assert asyncio.run(b.agenerate([req("fine")]))[0].ok
