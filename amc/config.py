@@ -338,7 +338,9 @@ class PipelineConfig(Strict):
     run_dir: str | None = Field(default=None, description="Defaults to runs/<name>, relative to the working dir.")
     shard_size: int = Field(default=64, ge=1, description="Rows per output shard (the unit of resume).")
     prompts_dir: str | None = Field(default=None, description="A folder of your own prompt templates.")
-    source: SourceConfig = Field(default_factory=SyntheticSource)
+    source: SourceConfig | list[SourceConfig] = Field(
+        default_factory=SyntheticSource, description="One source, or a list whose problems are concatenated."
+    )
     models: Models = Field(default_factory=Models)
     stages: Stages = Field(default_factory=Stages)
 
@@ -346,9 +348,19 @@ class PipelineConfig(Strict):
     @classmethod
     def _default_source_kind(cls, data: Any) -> Any:
         # `source: {count: 8}` means the synthetic source, as when `source` is left out.
-        if isinstance(data, dict) and isinstance(data.get("source"), dict) and "kind" not in data["source"]:
-            data = {**data, "source": {"kind": "synthetic", **data["source"]}}
+        if isinstance(data, dict):
+            src = data.get("source")
+            if isinstance(src, dict) and "kind" not in src:
+                data = {**data, "source": {"kind": "synthetic", **src}}
+            elif isinstance(src, list):
+                data = {**data, "source": [{"kind": "synthetic", **x} if isinstance(x, dict) and "kind" not in x
+                                           else x for x in src]}
         return data
+
+    @property
+    def sources(self) -> list[SyntheticSource | FileSource | HubSource]:
+        """The problem sources, in order (``source`` may be one or a list)."""
+        return list(self.source) if isinstance(self.source, list) else [self.source]
 
     @property
     def run_path(self) -> Path:

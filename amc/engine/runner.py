@@ -43,11 +43,10 @@ def stages_until(until: str) -> list[Stage]:
     return list(STAGE_ORDER[: STAGE_NAMES.index(until) + 1])
 
 
-def _source_content(cfg: PipelineConfig) -> str | None:
-    """A hash of a local source file, so that editing the file makes the problems stage stale."""
-    if isinstance(cfg.source, FileSource) and Path(cfg.source.path).is_file():
-        return hashlib.sha256(Path(cfg.source.path).read_bytes()).hexdigest()
-    return None
+def _source_content(cfg: PipelineConfig) -> list[str | None]:
+    """Hashes of local source files, so that editing a file makes the problems stage stale."""
+    return [hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
+            if isinstance(src, FileSource) and Path(src.path).is_file() else None for src in cfg.sources]
 
 
 def stage_fingerprint(stage: Stage, cfg: PipelineConfig, input_fp: str | None) -> str:
@@ -121,7 +120,7 @@ class _Backends:
         return dict(total)
 
     def release_unused(self, later: list[Stage]) -> None:
-        """Free engines (and their GPU memory) that no later stage uses."""
+        """Free engines (and their GPU memory) that none of ``later`` uses."""
         needed = {self._key(self.cfg.models.for_role(r)) for s in later for r in s.roles}
         for key in [k for k in self._live if k not in needed]:
             self._live.pop(key).close()
@@ -153,7 +152,9 @@ class Runner:
             for pos, stage in enumerate(plan):
                 fp = stage_fingerprint(stage, self.cfg, input_fp)
                 reports.append(self._build_stage(stage, fp, problems, backends))
-                backends.release_unused(plan[pos + 1 :])
+                # Free engines the next stage does not use: on one GPU, two big models seldom fit side by side,
+                # and reloading one later costs less than running out of memory.
+                backends.release_unused(plan[pos + 1 : pos + 2])
                 input_fp = fp
         finally:
             backends.close()

@@ -106,14 +106,18 @@ def size_category(n: int) -> str:
 
 
 def source_datasets(cfg: PipelineConfig) -> list[str]:
-    if isinstance(cfg.source, HubSource):
-        from amc.sources.hub import PRESETS
+    from amc.sources.hub import PRESETS
 
-        preset = PRESETS.get(cfg.source.preset)
-        dataset = cfg.source.dataset or (preset.dataset if preset else None)
-        if dataset and not Path(dataset).exists():
-            return [f"extended|{dataset}"]
-    return ["original"]
+    found: list[str] = []
+    for src in cfg.sources:
+        if isinstance(src, HubSource):
+            preset = PRESETS.get(src.preset)
+            dataset = src.dataset or (preset.dataset if preset else None)
+            if dataset and not Path(dataset).exists():
+                found.append(f"extended|{dataset}")
+                continue
+        found.append("original")
+    return list(dict.fromkeys(found))
 
 
 def card_metadata(cfg: PipelineConfig, options: ExportOptions, splits: dict[str, list[str]], rows: int) -> dict:
@@ -126,7 +130,7 @@ def card_metadata(cfg: PipelineConfig, options: ExportOptions, splits: dict[str,
             entry["default"] = True
         configs.append(entry)
     tags = ["math", "reasoning", "critique", "step-level", "process-supervision", "amc"]
-    if isinstance(cfg.source, SyntheticSource):
+    if any(isinstance(src, SyntheticSource) for src in cfg.sources):
         tags.append("synthetic")
     return {
         "pretty_name": options.pretty_name or cfg.name,
@@ -167,15 +171,16 @@ def provenance(run: RunData) -> dict[str, Any]:
     templates["export (sft_critic, sft_refine)"] = [load_template("critic", cfg.prompts_dir).ref,
                                                     load_template(st.filter.template, cfg.prompts_dir).ref]
     seeds = {"run seed": cfg.seed}
-    if isinstance(cfg.source, SyntheticSource):
-        seeds["synthetic source seed"] = cfg.source.seed if cfg.source.seed is not None else cfg.seed
+    for src in cfg.sources:
+        if isinstance(src, SyntheticSource):
+            seeds["synthetic source seed"] = src.seed if src.seed is not None else cfg.seed
     return {
         "models": models, "sampling": sampling, "templates": templates, "seeds": seeds,
         "versions": {"amc": __version__, "math-verify (verifier)": _version("math-verify"),
                      "pyarrow (Parquet writer)": _version("pyarrow")},
         "stages": {name: {"fingerprint": m.get("fingerprint"), "code_version": m.get("code_version")}
                    for name, m in run.manifests.items()},
-        "source": redact(cfg.source.model_dump(mode="json")),
+        "source": redact([src.model_dump(mode="json") for src in cfg.sources]),
     }
 
 

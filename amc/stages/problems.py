@@ -14,13 +14,24 @@ class ProblemsStage(Stage):
     output = Problem
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
-        return {"source": cfg.source.model_dump(), "seed": cfg.seed}
+        return {"source": [src.model_dump() for src in cfg.sources], "seed": cfg.seed}
 
     def load(self, cfg: PipelineConfig) -> list[Problem]:
-        """All problems of the source; raises :class:`~amc.errors.InputError` on the first bad row."""
+        """All problems of every source, in order; raises :class:`~amc.errors.InputError` on the first bad row or
+        on an id that two sources share."""
+        from amc.errors import InputError
         from amc.sources import load_problems
 
-        return load_problems(cfg.source, seed=cfg.seed)
+        problems: list[Problem] = []
+        origin: dict[str, int] = {}
+        for i, src in enumerate(cfg.sources):
+            for p in load_problems(src, seed=cfg.seed):
+                if p.id in origin and origin[p.id] != i:
+                    raise InputError(f"source[{i}] ({p.source})", p.id, "id",
+                                     f"id '{p.id}' is also used by source[{origin[p.id]}]; map distinct ids")
+                origin[p.id] = i
+                problems.append(p)
+        return problems
 
     def run(self, rows: list[Problem], ctx: StageContext) -> StageResult:
         return StageResult(rows=list(rows))
