@@ -23,7 +23,7 @@ import re
 import threading
 from fractions import Fraction
 
-__all__ = ["extract", "verify", "verify_many", "grade", "reference_answer"]
+__all__ = ["extract", "verify", "verify_many", "grade", "reference_answer", "last_boxed", "split_gsm8k"]
 
 # --------------------------------------------------------------------------------------------- extraction
 
@@ -52,21 +52,41 @@ def _braced(text: str, i: int) -> tuple[str, int] | None:
     return None
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{}``/``\\fbox{}`` (balanced braces) or brace-less ``\\boxed 5``."""
+def _box_content(text: str, i: int) -> str | None:
+    """Content of the box whose command ends at ``text[i]``; ``None`` when unclosed or empty.
+
+    The brace-less form ``\\boxed 5`` that MATH writes now and then is read to the closing ``$`` or the line end.
+    """
+    rest = text[i:]
+    stripped = rest.lstrip()
+    if stripped.startswith("{"):
+        got = _braced(text, i + len(rest) - len(stripped))
+        return (got[0].strip() or None) if got is not None else None
+    if rest[:1].isspace():
+        return re.split(r"[$\n]", stripped, maxsplit=1)[0].strip() or None
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced; ``None`` if absent.
+
+    Only the last box counts: MATH solutions sometimes box intermediate results, and the final answer comes last.
+    An unclosed box (a truncated solution) or an empty one gives ``None`` rather than a guess from an earlier box,
+    because a reference answer read wrongly would mislabel every path of its problem.
+
+    >>> last_boxed("so $x = \\\\boxed{\\\\frac{1}{2}}$.")
+    '\\\\frac{1}{2}'
+    """
+    boxes = list(_BOX_RE.finditer(text))
+    return _box_content(text, boxes[-1].end()) if boxes else None
+
+
+def _last_readable_box(text: str) -> str | None:
+    """Like :func:`last_boxed`, but a truncated or empty last box gives way to the box before it (model outputs)."""
     for m in reversed(list(_BOX_RE.finditer(text))):
-        i = m.end()
-        rest = text[i:]
-        stripped = rest.lstrip()
-        if stripped.startswith("{"):
-            got = _braced(text, i + len(rest) - len(stripped))
-            if got is not None and got[0].strip():
-                return got[0].strip()
-        elif rest[:1].isspace():
-            # MATH writes "\boxed 5" now and then: read to the closing $ or the line end.
-            token = re.split(r"[$\n]", stripped, maxsplit=1)[0].strip()
-            if token:
-                return token
+        content = _box_content(text, m.end())
+        if content is not None:
+            return content
     return None
 
 
@@ -93,7 +113,7 @@ def extract(text: str) -> str | None:
     """
     if not text:
         return None
-    boxed = _last_boxed(text)
+    boxed = _last_readable_box(text)
     if boxed is not None:
         return boxed
     for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
@@ -108,6 +128,21 @@ def extract(text: str) -> str | None:
     return None
 
 
+def split_gsm8k(text: str) -> tuple[str, str | None]:
+    """Split a GSM8K answer field into (solution, answer); the answer is ``None`` when there is no ``####``.
+
+    The answer is the text after the last ``####`` with thousands separators removed ("1,000" -> "1000"), because
+    GSM8K writes some answers with commas and graders compare numbers. The solution keeps its calculator notes.
+
+    >>> split_gsm8k("She has 3 + 4 = <<3+4=7>>7 apples.\\n#### 7")
+    ('She has 3 + 4 = <<3+4=7>>7 apples.', '7')
+    """
+    solution, sep, tail = text.rpartition("####")
+    if not sep:
+        return text.strip(), None
+    return solution.strip(), tail.replace(",", "").strip() or None
+
+
 def reference_answer(text: str, fmt: str) -> str | None:
     """The reference answer held in a dataset field, read by its format.
 
@@ -118,11 +153,9 @@ def reference_answer(text: str, fmt: str) -> str | None:
     '1000'
     """
     if fmt == "gsm8k":
-        if "####" not in text:
-            return None
-        return text.rsplit("####", 1)[1].replace(",", "").strip() or None
+        return split_gsm8k(text)[1]
     if fmt == "boxed":
-        return _last_boxed(text)
+        return last_boxed(text)
     if fmt == "plain":
         return text.strip() or None
     raise ValueError(f"unknown answer format {fmt!r}: expected 'plain', 'gsm8k' or 'boxed'")

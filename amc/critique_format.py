@@ -16,15 +16,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from amc._align import _STEP_NUMBER, _align, _Row
 from amc.records import CritiqueFormat, ParseStatus, StepVerdict
-
-# A verdict read from either format before alignment: (step sentence or None, step number stated, correct, why).
-_Row = tuple[str | None, int | None, bool, str]
 
 
 class ParsedCritique(BaseModel):
@@ -106,7 +103,6 @@ def _read_verdict(text: str, problems: list[str]) -> bool | None:
 # keeps regex backtracking bounded on hostile input (a megabyte of asterisks on one line).
 _HEAD = 240
 _LEAD = re.compile(r"[\s>#*_\-+•·]*(?:\(?\d{1,3}[.):]\s+[*_]*)?")  # bullets, headings, "1." list numbers, bold
-_STEP_NUMBER = re.compile(r"step\s*#?\s*(\d{1,3})\b[*_\s]*(?P<sep>[:.)\-–—]?)[*_\s]*", re.I)
 _COLON = r"[*_\s]*[:：][*_\s]*"
 _JUDGED = r"(?:correctness|verdict|judge?ment)"
 _FINAL = rf"{_JUDGED}\s+(?:of|on|for)\s+(?:the\s+)?(?:final\s+)?answer|final\s+(?:answer\s+)?{_JUDGED}"
@@ -240,105 +236,7 @@ def _parse_text(raw: str, steps: list[str] | None) -> ParsedCritique:
     return _finish(rows, final.verdict if final is not None else None, final_explanation, steps, problems)
 
 
-# ------------------------------------------------------------------------------------------- alignment
-
-_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K calculator notes; critiques repeat the step without them
-_NOISE = re.compile(r"[\s$*`&]|\\\\")  # spacing, math delimiters, bold and LaTeX line breaks vary in repetition
-_MATCH_AT = 0.6  # difflib ratio of a sentence that repeats a whole step
-_COVER_AT = 0.85  # share of the shorter text found in the longer: a sentence inside a line of several sentences
-_SENTENCE_CHARS, _STEP_CHARS = 400, 2000  # difflib is quadratic: bounded texts keep hostile input fast
-_MAX_PAIRS = 10_000  # sentence-step comparisons per critique; beyond, alignment falls back to order
-_NEW_STEP_BONUS = 1e-3
-
-
-def _normalise(text: str, limit: int) -> str:
-    numbered = _STEP_NUMBER.match(text[:40])
-    if numbered and numbered.group("sep"):
-        text = text[numbered.end() :]
-    # A sentence ends with "." where the LaTeX line it repeats ends with a line break: the end says nothing.
-    return _NOISE.sub("", _CALCULATOR.sub("", text[: 4 * limit])).lower()[:limit].rstrip(".,;:")
-
-
-def _similarity(a: str, b: str) -> float:
-    """difflib ratio, or the share of the shorter text found in the longer in runs of 4+ characters.
-
-    The release's annotator judges sentences while a path step is a line, and a MATH line often holds several
-    sentences (or a sentence spans lines): coverage lets a sentence find the line that contains it.
-    """
-    short, long = sorted((a, b), key=len)
-    if not short or short == long:
-        return float(bool(short))
-    if len(short) >= 8 and short in long:
-        return 0.9
-    matcher = SequenceMatcher(None, short, long, autojunk=False)
-    if len(short) < 8:
-        return matcher.ratio()
-    covered = sum(size for _, _, size in matcher.get_matching_blocks() if size >= 4) / len(short)
-    return max(matcher.ratio(), min(covered, 0.9) if covered >= _COVER_AT else 0.0)  # never above containment
-
-
-def _monotone(scores: list[list[float]]) -> list[int]:
-    """Non-decreasing step indices with the greatest total similarity (annotators critique in order).
-
-    Moving on to a new step earns a tiny bonus, so two verdicts on identical lines ("= 5") take one line each.
-    """
-    back: list[list[int]] = []
-    best = scores[0][:]
-    for row in scores[1:]:
-        here, links = [0.0] * len(row), [0] * len(row)
-        run, run_at = float("-inf"), -1  # best total of the previous row at a step before j
-        for j, score in enumerate(row):
-            move = run + _NEW_STEP_BONUS
-            here[j], links[j] = (score + move, run_at) if move > best[j] else (score + best[j], j)
-            if best[j] > run:
-                run, run_at = best[j], j
-        back.append(links)
-        best = here
-    path = [max(range(len(best)), key=lambda j: (best[j], -j))]
-    for links in reversed(back):
-        path.append(links[path[-1]])
-    return path[::-1]
-
-
-def _align(rows: list[_Row], steps: list[str] | None, problems: list[str]) -> list[StepVerdict]:
-    """Give each verdict its path index: the step its sentence repeats, else the stated step number, else order.
-
-    Several verdicts may share a step (sentences of one line). A verdict whose sentence matches no step goes after
-    the previous verdict, or is dropped when the path has no step left for it.
-    """
-    if steps is None:
-        return [StepVerdict(index=i, step=s or "", correct=c, explanation=e) for i, (s, _, c, e) in enumerate(rows)]
-    anchors: dict[int, int] = {}
-    if len(rows) * len(steps) > _MAX_PAIRS:
-        problems.append(f"{len(rows)} verdicts on {len(steps)} steps: too many to match by text, aligned by order")
-    elif rows and steps:
-        norm_steps = [_normalise(s, _STEP_CHARS) for s in steps]
-        scores = []
-        for sentence, *_ in rows:
-            norm = _normalise(sentence, _SENTENCE_CHARS) if sentence else ""
-            scores.append([s if (s := _similarity(norm, t)) >= _MATCH_AT else 0.0 for t in norm_steps])
-        anchors = {i: j for i, j in enumerate(_monotone(scores)) if scores[i][j] > 0}
-    verdicts: list[StepVerdict] = []
-    last = -1
-    for i, (sentence, number, correct, why) in enumerate(rows):
-        index = anchors.get(i)
-        if index is None:
-            later = [j for k, j in anchors.items() if k > i]
-            high = min(later) if later else len(steps) - 1
-            if number is not None and max(last, 0) <= number - 1 <= high:
-                index = number - 1
-            elif last + 1 <= high:
-                index = last + 1
-            elif later:
-                index = last  # between two verdicts on one line: another sentence of that line
-            if index is not None and sentence:
-                problems.append(f"step sentence not found in the path, aligned by order: {sentence[:80]!r}")
-        if index is None:
-            problems.append(f"verdict beyond the path's {len(steps)} steps dropped: {(sentence or '')[:80]!r}")
-            continue
-        last = index
-        verdicts.append(StepVerdict(index=index, step=sentence or steps[index], correct=correct, explanation=why))
-    return verdicts
+# ------------------------------------------------------------------------------------------- result
 
 
 def _finish(
@@ -428,44 +326,3 @@ def parse(raw: str, fmt: CritiqueFormat, steps: list[str] | None = None) -> Pars
     if fmt in ("text", "json"):
         return parse_text(raw, steps) if fmt == "text" else parse_json(raw, steps)
     return _finish([], None, "", None, [f"unknown critique format {fmt!r}"])
-
-
-# ------------------------------------------------------------------------------------------- MathCritique release
-
-_MC_PARTS = [  # (marker, what follows it) in the order the release's `instruction` holds them
-    ("\n\nAssistant:", "the solution"),
-    ("<|end_of_text|>", "the critique turn"),
-    ("I have made a step-by-step critic for your solution.", "the critique request"),
-    ("\n\n", "the critique"),  # the request paragraph ends at the first blank line
-]
-_MC_PRIMER = "Let's break it down step by step:"
-_MC_FORMAT_REQUEST = re.compile(r"\s*Please also give your final number in the format of '.*'\.?\s*$", re.S)
-
-
-def extract_mathcritique_record(rec: Mapping[str, Any]) -> tuple[str, list[str], str]:
-    """Split a record of the AutoMathCritique release (alpaca format) into (question, solution steps, critique).
-
-    The release packs everything into ``instruction``: ``<question> Please also give your final number ...``,
-    ``Assistant:<solution><|end_of_text|>``, then ``Human: I have made a step-by-step critic for your solution.
-    <request>`` and the critique after a blank line. The answer-format request is prompt boilerplate and the
-    primer "Let's break it down step by step:" was forced on the actor, so neither is kept; steps are the
-    non-empty lines of the solution (:func:`amc.steps.split`), verbatim (GSM8K calculator notes included).
-    Raises ValueError naming the missing part, so that a bad file fails fast.
-    """
-    rest = rec.get("instruction") if isinstance(rec, Mapping) else None
-    if not isinstance(rest, str):
-        raise ValueError("field 'instruction' is missing or not text")
-    parts = []
-    for marker, what in _MC_PARTS:
-        before, found, rest = rest.partition(marker)
-        if not found:
-            raise ValueError(f"field 'instruction': no {marker!r} before {what}")
-        parts.append(before)
-    if not rest.strip():
-        raise ValueError("field 'instruction': empty critique")
-    from amc.steps import split  # here, not at the top: parsing critiques needs no sympy
-
-    question, solution = _MC_FORMAT_REQUEST.sub("", parts[0]).strip(), parts[1].strip()
-    if solution.startswith(_MC_PRIMER):
-        solution = solution[len(_MC_PRIMER) :]
-    return question, split(solution), rest.strip()

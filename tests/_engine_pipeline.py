@@ -17,9 +17,15 @@ from amc.engine.runner import Runner
 from amc.engine.store import read_records
 from amc.records import Critique, FilterDecision, ReasoningPath
 
+ALL_HINTS = {"reference_answer": True, "reference_solution": True, "error_location": True,
+             "verifier_feedback": True, "stop_at_first_error": True}
+ALL_RULES = {"verdict_matches": True, "error_step_matches": True, "shortcut_guard": True, "deduplicate": True}
 
-def engine_pipeline(model: dict[str, Any], run_dir: Path, critique_format: str = "json") -> PipelineConfig:
-    return config_from_dict({
+
+def engine_pipeline(model: dict[str, Any], run_dir: Path, critique_format: str = "json",
+                    all_on: bool = False) -> PipelineConfig:
+    """The pipeline for one engine; ``all_on`` switches on every hint, every filter rule and step labels."""
+    cfg = config_from_dict({
         "name": "engine-check",
         "run_dir": str(run_dir),
         "shard_size": 4,
@@ -36,6 +42,14 @@ def engine_pipeline(model: dict[str, Any], run_dir: Path, critique_format: str =
                        "rules": {"verdict_matches": False}},
         },
     })
+    if all_on:
+        cfg = config_from_dict({**cfg.model_dump(), "stages": {
+            **cfg.stages.model_dump(),
+            "critique": {**cfg.stages.critique.model_dump(), "hints": ALL_HINTS, "include_correct_paths": 0.5},
+            "filter": {**cfg.stages.filter.model_dump(), "rules": ALL_RULES,
+                       "step_labels": {"enabled": True, "rollouts": 2, "sampling": {"max_tokens": 32}}},
+        }})
+    return cfg
 
 
 def rows(run_dir: Path, stage: str, sub: str, model: Any) -> list[Any]:
@@ -54,10 +68,12 @@ def build_and_check(cfg: PipelineConfig) -> dict[str, Any]:
     assert {"reference", "symbolic"} <= strategies, strategies
     assert manifests["sample"]["requests"]["made"] > 0  # the engine really answered
     critiques = rows(run, "critique", "data", Critique)
-    # every critiqued path is a critique or a reject, never lost
+    # every flawed path is critiqued (and a share of the correct ones); each critique is a row or a reject
     flawed = [p for p in paths if not p.correct or (p.error_step is not None and p.error_step >= 0)]
-    critique_rejects = manifests["critique"]["rejects"]
-    assert len(critiques) + critique_rejects == 2 * len(flawed)
+    critiqued = manifests["critique"]["funnel"]["paths"]
+    share = cfg.stages.critique.include_correct_paths
+    assert critiqued == len(flawed) if share == 0 else len(flawed) <= critiqued <= len(paths)
+    assert len(critiques) + manifests["critique"]["rejects"] == cfg.stages.critique.n * critiqued
     decisions = rows(run, "filter", "data", FilterDecision) + rows(run, "filter", "dropped", FilterDecision)
     assert len(decisions) + manifests["filter"]["rejects"] == len(critiques)
     return {"paths": paths, "critiques": critiques, "decisions": decisions, "manifests": manifests}

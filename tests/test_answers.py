@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import amc.answers as answers
-from amc.answers import extract, grade, reference_answer, verify, verify_many
+from amc.answers import extract, grade, last_boxed, reference_answer, verify, verify_many
 
 # ----------------------------------------------------------------------------------------------- extract
 
@@ -50,6 +50,15 @@ def test_reference_answer_reads_each_format() -> None:
     assert reference_answer("no marker", "gsm8k") is None
     with pytest.raises(ValueError, match="unknown answer format"):
         reference_answer("1", "latex")
+
+
+def test_a_truncated_last_box_is_no_reference_answer_but_a_model_answer_falls_back() -> None:
+    # A reference answer is never guessed from an intermediate box; a model output's last readable box counts.
+    truncated = "first \\boxed{1}, then \\boxed{2"
+    assert last_boxed(truncated) is None and reference_answer(truncated, "boxed") is None
+    assert extract(truncated) == "1"
+    assert last_boxed("first \\boxed{1}, then \\boxed{}") is None and extract("\\boxed{1} \\boxed{}") == "1"
+    assert last_boxed("old style \\fbox{42}") == "42"
 
 
 # ------------------------------------------------------------------------------------------------ verify

@@ -10,7 +10,6 @@ import pytest
 from amc.critique_format import (
     ParsedCritique,
     critique_json_schema,
-    extract_mathcritique_record,
     parse,
     parse_json,
     parse_text,
@@ -18,6 +17,7 @@ from amc.critique_format import (
     render_text,
 )
 from amc.records import Critique, ReasoningPath, StepVerdict
+from amc.sources.mathcritique import extract_mathcritique_record
 
 RELEASE_FILES = ("Meta-Llama-3-8B-gsm8k-sftdata_0_new.json", "Meta-Llama-3-8B-math-sftdata_0_new.json")
 

@@ -15,10 +15,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny"), max_position_embeddings=2048)
 
 
-@pytest.mark.parametrize("fmt", ["text", "json"])
-def test_every_stage_runs_on_transformers(tiny, tmp_path, fmt):
+@pytest.mark.parametrize(("fmt", "all_on"), [("text", False), ("json", False), ("text", True)])
+def test_every_stage_runs_on_transformers(tiny, tmp_path, fmt, all_on):
     model = {"engine": "transformers", "model": str(tiny), "device": "cpu", "batch_size": 8}
-    built = build_and_check(engine_pipeline(model, tmp_path / "run", critique_format=fmt))
+    built = build_and_check(engine_pipeline(model, tmp_path / "run", critique_format=fmt, all_on=all_on))
     sample = built["manifests"]["sample"]
     assert sample["models"]["actor"]["engine"] == "transformers"
     # noise never parses as a critique: each is asked again once, then becomes a reject with its reason

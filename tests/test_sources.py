@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import sympy
 
+from amc.answers import last_boxed, split_gsm8k
 from amc.config import FieldMap, FileSource, HubSource, SyntheticSource
 from amc.errors import ConfigError, InputError
 from amc.sources import load_problems
-from amc.sources._answers import last_boxed, split_gsm8k
 from amc.sources.synthetic import generate_problem
 
 EQUATION = re.compile(r"(\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(\d+)")
@@ -365,3 +365,20 @@ def test_unloadable_hub_dataset_is_named_offline():
     with pytest.raises(InputError, match="cannot load split 'test'") as info:
         load_problems(HubSource(dataset="amc-tests/no-such-dataset"), seed=0)
     assert info.value.file == "amc-tests/no-such-dataset"
+
+
+def test_a_list_of_sources_is_concatenated(shared_data, tmp_path):
+    from amc.config import config_from_dict
+    from amc.errors import InputError
+    from amc.stages.problems import ProblemsStage
+
+    gsm = {"kind": "hub", "preset": "gsm8k", "dataset": str(shared_data / "gsm8k" / "test.jsonl"), "limit": 5}
+    math = {"kind": "hub", "preset": "math", "dataset": str(shared_data / "math500" / "test.jsonl"), "limit": 3}
+    cfg = config_from_dict({"name": "x", "source": [gsm, math, {"count": 2}]})
+    problems = ProblemsStage().load(cfg)
+    assert len(problems) == 10 and len({p.id for p in problems}) == 10
+    assert [p.id.split("-")[0] for p in problems] == ["gsm8k"] * 5 + ["math"] * 3 + ["synthetic"] * 2
+
+    twice = config_from_dict({"name": "x", "source": [gsm, gsm]})
+    with pytest.raises(InputError, match="also used by source"):
+        ProblemsStage().load(twice)

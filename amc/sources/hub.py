@@ -30,7 +30,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "gsm8k": Preset(dataset="openai/gsm8k", name="main"),
-    "math": Preset(dataset="hendrycks/competition_math", name=None),
+    # hendrycks/competition_math is gone from the Hub; this mirror keeps its fields (problem, solution, level, type)
+    "math": Preset(dataset="DigitalLearningGmbH/MATH-lighteval", name=None),
 }
 
 

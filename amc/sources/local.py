@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from amc.answers import last_boxed, split_gsm8k
 from amc.config import AnswerFormat, FieldMap, FileSource
 from amc.errors import InputError
 from amc.records import Problem
-from amc.sources._answers import last_boxed, split_gsm8k
 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 _LEVEL = re.compile(r"-?\d+")
