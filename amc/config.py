@@ -79,6 +79,14 @@ SourceConfig = Annotated[SyntheticSource | FileSource | HubSource, Field(discrim
 
 
 # --------------------------------------------------------------------------------------------- models
+# Settings that change how a model is run, not what it answers: left out of request-cache keys.
+OPERATIONAL_FIELDS = frozenset({
+    "api_key_env", "max_concurrency", "timeout", "max_retries", "retry_backoff", "retry_max_backoff",
+    "gpu_memory_utilization", "tensor_parallel_size", "batch_size", "enable_prefix_caching", "enforce_eager",
+    "max_model_len",
+})
+
+
 class ModelConfig(Strict):
     """One model block. The same pipeline runs on any engine by changing this block only."""
 
@@ -113,6 +121,14 @@ class ModelConfig(Strict):
     device: str = "cpu"
     batch_size: int = Field(default=8, ge=1)
 
+
+    def identity(self) -> dict[str, Any]:
+        """The settings besides engine, model and revision that change what the model answers (a server's URL,
+        dtype, extra request fields, the sim's error rate): part of every request-cache key. Only values that
+        differ from their defaults count, so a setting added later leaves existing cache keys as they were."""
+        data = self.model_dump(exclude={"engine", "model", "revision"} | OPERATIONAL_FIELDS)
+        defaults = ModelConfig(engine=self.engine).model_dump()
+        return {k: v for k, v in data.items() if v != defaults.get(k)}
 
 class Models(Strict):
     actor: ModelConfig = Field(default_factory=ModelConfig)
@@ -383,11 +399,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for text in overrides:
         path, value = parse_override(text)
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[part] = nxt
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                # never replace a list or a value silently: `source.count=8` on a list of sources is a mistake
+                where = ".".join(path[: depth + 1])
+                raise ConfigError("--set", text, f"'{where}' is a {type(nxt).__name__}, not a mapping; "
+                                  f"set it whole instead, e.g. --set '{where}=...'")
             node = nxt
         node[path[-1]] = value
     return data

@@ -70,3 +70,12 @@ def test_injector_defaults_to_actor():
     cfg = config_from_dict({"name": "x", "models": {"actor": {"engine": "sim", "model": "a"}}})
     assert cfg.models.for_role("injector").model == "a"
     assert cfg.models.for_role("refiner").model == "a"
+
+
+def test_override_never_replaces_a_list_silently(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("name: x\nsource:\n  - {kind: synthetic, count: 3}\n  - {kind: synthetic, count: 4, seed: 1}\n")
+    with pytest.raises(ConfigError, match="'source' is a list"):
+        load_config(f, ["source.count=8"])
+    whole = load_config(f, ["source={kind: synthetic, count: 8}"])
+    assert whole.sources[0].count == 8 and len(whole.sources) == 1

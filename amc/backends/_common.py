@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse
+from amc.redact import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,12 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 def describe_error(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     """A one-line, bounded description of an exception, with any secret replaced by '***'."""
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return redact(text[:MAX_ERROR_CHARS], secrets)
+    return redact(text, secrets)[:MAX_ERROR_CHARS]
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every non-empty secret replaced by '***'."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every non-empty secret replaced by '***' (and credential-looking strings redacted)."""
+    return redact_secrets(text, secrets)
 
 
 def error_response(request: GenerationRequest, engine: str, model: str, message: str) -> GenerationResponse:

@@ -31,6 +31,7 @@ import httpx
 
 from amc.backends._common import describe_error, error_response, messages_as_dicts, ok_response, redact
 from amc.backends.base import Completion, FinishReason, GenerationRequest, GenerationResponse
+from amc.redact import redact_text
 
 if TYPE_CHECKING:
     from amc.config import ModelConfig
@@ -105,7 +106,7 @@ class OpenAIBackend:
         self._jitter = random.Random()
 
     def __repr__(self) -> str:
-        return (f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
+        return (f"OpenAIBackend(model={self.model!r}, base_url={redact_text(self.base_url)!r}, "
                 f"api_key_env={self.cfg.api_key_env!r})")
 
     # ------------------------------------------------------------------------------------------ sync surface
@@ -216,7 +217,7 @@ class OpenAIBackend:
     def _parse(self, response: httpx.Response, key: str) -> list[Completion]:
         status = response.status_code
         if status != 200:
-            text = redact(response.text[:_BODY_CHARS], [key])
+            text = redact(response.text, [key])[:_BODY_CHARS]
             message = f"HTTP {status}: {text}"
             if status in _RETRY_STATUS or status >= 500:
                 raise _Retryable(message, parse_retry_after(response.headers))
@@ -224,7 +225,7 @@ class OpenAIBackend:
         try:
             data = response.json()
         except ValueError:
-            raise _Retryable(f"malformed JSON body: {redact(response.text[:80], [key])!r}") from None
+            raise _Retryable(f"malformed JSON body: {redact(response.text, [key])[:80]!r}") from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             raise _Retryable("response has no choices")

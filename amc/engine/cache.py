@@ -13,18 +13,25 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from amc.backends.base import Backend, GenerationRequest, GenerationResponse
 
 
-def request_key(engine: str, model: str, revision: str | None, req: GenerationRequest) -> str:
-    """Content hash of a request; ``req.id`` and ``req.context`` are addresses and hints, not content."""
+def request_key(engine: str, model: str, revision: str | None, req: GenerationRequest,
+                identity: dict[str, Any] | None = None) -> str:
+    """Content hash of a request; ``req.id`` and ``req.context`` are addresses and hints, not content.
+
+    ``identity`` holds the engine settings that change answers besides the model's name (a server's URL, dtype,
+    extra request fields, the sim's error rate): see :meth:`amc.config.ModelConfig.identity`.
+    """
     payload: dict[str, Any] = {
         "engine": engine,
         "model": model,
         "revision": revision,
+        "identity": identity or {},
         "messages": [m.model_dump() for m in req.messages],
         "continue_final_message": req.continue_final_message,
         "response_schema": req.response_schema,
@@ -79,19 +86,44 @@ def _cacheable(resp: GenerationResponse) -> bool:
 
 
 class CachedBackend:
-    """A backend seen through the cache. Counts requests ``made`` (sent to the engine) and ``cached``."""
+    """A backend seen through the cache. Counts requests ``made`` (sent to the engine), ``cached`` (answered from
+    the cache) and ``failed`` (answered with an error).
 
-    def __init__(self, backend: Backend, cache: RequestCache, chunk_size: int = 64):
-        self.backend = backend
+    Give it a backend, or a ``factory`` with the model's name: the engine is then started only when a request
+    misses the cache, so a stage rebuilt entirely from the cache never loads a model or needs an API key.
+    """
+
+    def __init__(self, backend: Backend | None, cache: RequestCache, chunk_size: int = 64, *,
+                 factory: Callable[[], Backend] | None = None, engine: str | None = None, model: str | None = None,
+                 revision: str | None = None, identity: dict[str, Any] | None = None):
+        if backend is None and factory is None:
+            raise ValueError("CachedBackend needs a backend or a factory")
+        self._backend = backend
+        self._factory = factory
         self.cache = cache
         self.chunk_size = chunk_size
-        self.engine, self.model, self.revision = backend.engine, backend.model, backend.revision
+        self.engine = backend.engine if backend is not None else str(engine)
+        self.model = backend.model if backend is not None else str(model)
+        self.revision = backend.revision if backend is not None else revision
+        self.identity = identity or {}
         self.made = 0
         self.cached = 0
         self.failed = 0
 
+    @property
+    def backend(self) -> Backend:
+        """The engine, started on first use."""
+        if self._backend is None:
+            assert self._factory is not None
+            self._backend = self._factory()
+        return self._backend
+
+    @property
+    def started(self) -> bool:
+        return self._backend is not None
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:
-        keys = [request_key(self.engine, self.model, self.revision, r) for r in requests]
+        keys = [request_key(self.engine, self.model, self.revision, r, self.identity) for r in requests]
         hits = self.cache.get_many(list(set(keys)))
         out: list[GenerationResponse | None] = [None] * len(requests)
         misses: list[int] = []
@@ -120,4 +152,5 @@ class CachedBackend:
         return [r for r in out if r is not None]
 
     def close(self) -> None:
-        self.backend.close()
+        if self._backend is not None:
+            self._backend.close()

@@ -33,6 +33,7 @@ from amc.engine.cache import CachedBackend, RequestCache
 from amc.engine.store import atomic_write_json, read_records, shard_name, write_records
 from amc.prompts import load_template
 from amc.records import Reject
+from amc.redact import redact
 from amc.stages import STAGE_ORDER, Stage, StageContext
 from amc.stages.problems import ProblemsStage
 
@@ -107,16 +108,20 @@ class _Backends:
         model_cfg = role if isinstance(role, ModelConfig) else self.cfg.models.for_role(role)
         key = self._key(model_cfg)
         if key not in self._live:
-            self._live[key] = CachedBackend(create(model_cfg), self.cache)
+            self._live[key] = CachedBackend(
+                None, self.cache, factory=lambda: create(model_cfg), engine=model_cfg.engine,
+                model=model_cfg.model, revision=model_cfg.revision, identity=model_cfg.identity())
         return self._live[key]
 
-    def counters(self) -> tuple[int, int]:
-        return sum(b.made for b in self._live.values()), sum(b.cached for b in self._live.values())
+    def counters(self) -> tuple[int, int, int]:
+        live = self._live.values()
+        return sum(b.made for b in live), sum(b.cached for b in live), sum(b.failed for b in live)
 
     def usage(self) -> dict[str, int]:
         total: Counter[str] = Counter()
         for b in self._live.values():
-            total.update(getattr(b.backend, "usage", None) or {})
+            if b.started:
+                total.update(getattr(b.backend, "usage", None) or {})
         return dict(total)
 
     def release_unused(self, later: list[Stage]) -> None:
@@ -176,7 +181,7 @@ class Runner:
         if manifest and not resumed:
             shutil.rmtree(stage_dir)  # stale: its config or input changed
         t0 = time.time()
-        made0, cached0 = backends.counters()
+        made0, cached0, failed0 = backends.counters()
 
         if stage.input_stage is None:
             size = self.cfg.shard_size
@@ -192,9 +197,9 @@ class Runner:
 
         if not resumed:
             manifest = {"stage": stage.name, "fingerprint": fp, "status": "partial", "num_shards": num,
-                        "shards": {}, "config": stage.config_slice(self.cfg), "code_version": __version__,
+                        "shards": {}, "config": redact(stage.config_slice(self.cfg)), "code_version": __version__,
                         "templates": [load_template(t, self.cfg.prompts_dir).ref for t in stage.templates(self.cfg)],
-                        "models": _stage_models(stage, self.cfg)}
+                        "models": redact(_stage_models(stage, self.cfg))}
             atomic_write_json(stage_dir / "manifest.json", manifest)
         assert manifest is not None
         ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
@@ -207,6 +212,10 @@ class Runner:
                 else:
                     rows = read_records(in_dir / name, in_model) if (in_dir / name).is_file() else []
                 res = stage.run(rows, ctx)
+                # A shard redone after a kill may differ from what the killed run left (a failed request now
+                # answered): clear every output of the shard first, so no stale file survives beside the manifest.
+                for folder in ("data", "rejects", "dropped", *stage.extra_outputs):
+                    (stage_dir / folder / name).unlink(missing_ok=True)
                 # An empty shard is not written at all: `datasets` cannot read a Parquet file with no rows.
                 if res.rejects:
                     write_records(stage_dir / "rejects" / name, res.rejects, Reject)
@@ -218,6 +227,7 @@ class Runner:
                 sha = write_records(stage_dir / "data" / name, res.rows, stage.output) if res.rows else None
                 manifest["shards"][str(i)] = {"rows": len(res.rows), "rejects": len(res.rejects),
                                               "dropped": len(res.dropped), "counts": dict(res.counts),
+                                              "reject_reasons": dict(Counter(r.reason for r in res.rejects)),
                                               "sha256": sha}
                 atomic_write_json(stage_dir / "manifest.json", manifest)
                 advance()
@@ -227,14 +237,15 @@ class Runner:
         for s in shards:
             funnel.update(s["counts"])
         rejects_by_reason: Counter[str] = Counter()
-        for f in sorted((stage_dir / "rejects").glob("*.parquet")):
-            rejects_by_reason.update(r.reason for r in read_records(f, Reject))
-        made, cached = backends.counters()
+        for s in shards:
+            rejects_by_reason.update(s["reject_reasons"])
+        made, cached, failed = backends.counters()
         manifest.update({
             "status": "done", "rows": sum(s["rows"] for s in shards), "rejects": sum(s["rejects"] for s in shards),
             "dropped": sum(s["dropped"] for s in shards), "funnel": dict(sorted(funnel.items())),
             "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
-            "requests": {"made": made - made0, "cached": cached - cached0}, "usage": backends.usage(),
+            "requests": {"made": made - made0, "cached": cached - cached0, "failed": failed - failed0},
+            "usage": backends.usage(),
         })
         atomic_write_json(stage_dir / "manifest.json", manifest)
         return StageReport(stage.name, "resumed" if resumed else "built", rows=manifest["rows"],

@@ -16,13 +16,14 @@ from amc.config import PipelineConfig
 from amc.critique_format import critique_json_schema, parse
 from amc.records import Critique, Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, derive_seed, model_slice, reject_for
+from amc.stages.flawed.common import is_flawed
 from amc.steps import first_false_arithmetic
 
 
 def wants_critique(path: ReasoningPath, share_correct: float, run_seed: int) -> bool:
     """Every flawed path (a wrong answer, or a known error step even when the answer came out right); a
     deterministic share of the correct ones."""
-    if not path.correct or (path.error_step is not None and path.error_step >= 0):
+    if is_flawed(path):
         return True
     return derive_seed(run_seed, path.id, "critique-correct") / 0x7FFFFFFF < share_correct
 
@@ -111,7 +112,11 @@ class CritiqueStage(Stage):
                     result.rejects.extend(bad.model_copy(update={"row_id": f"{path.id}/c{j}"}) for _, j in slots)
                     continue
                 for (_, j) in slots:
-                    comp = resp.completions[j] if j < len(resp.completions) else resp.completions[-1]
+                    if j >= len(resp.completions):  # the engine sent fewer samples than asked: ask again
+                        failures[(i, j)] = f"the engine returned {len(resp.completions)} of {c.n} samples"
+                        still.append((i, j))
+                        continue
+                    comp = resp.completions[j]
                     parsed = parse(comp.text, c.format, steps=path.steps)
                     if comp.finish_reason == "stop" and parsed.status != "failed":
                         done[(i, j)] = Critique(

@@ -13,8 +13,9 @@ from typing import Any
 from amc.answers import extract, verify_many
 from amc.backends.base import GenerationRequest, Message, SamplingParams
 from amc.config import FilterRules, PipelineConfig
-from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, StepLabels
+from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, Reject, StepLabels
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
+from amc.stages.flawed.common import norm
 from amc.steps import split
 
 
@@ -59,7 +60,7 @@ class FilterStage(Stage):
         seen: set[tuple[str, str]] = set()
         for c in rows:
             why = rule_violation(c, f.rules)
-            text_key = (c.path.id, " ".join(c.raw.split()).lower())
+            text_key = (c.path.id, norm(c.raw))
             if why is None and f.rules.deduplicate and text_key in seen:
                 why = "duplicate_critique"
             seen.add(text_key)
@@ -115,14 +116,17 @@ class FilterStage(Stage):
         result.counts["kept"] = len(result.rows)
         if f.step_labels.enabled:
             paths = list({c.path.id: c.path for c in rows}.values())
-            result.extra["step_labels"] = list(step_labels(paths, ctx))
-            result.counts["step_labels"] = len(result.extra["step_labels"])
+            labels, failures = step_labels(paths, ctx)
+            result.extra["step_labels"] = list(labels)
+            result.rejects.extend(failures)
+            result.counts["step_labels"] = len(labels)
         return result
 
 
-def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> list[StepLabels]:
+def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[StepLabels], list[Reject]]:
     """Math-Shepherd labels: for each step prefix of each path, M rollouts by the actor continue from the prefix;
-    the soft label is the share that reaches the reference answer, the hard label whether any does."""
+    the soft label is the share of graded rollouts that reaches the reference answer, the hard label whether any
+    does. A path with a prefix whose rollouts all failed or were cut off gets no labels but a reject row."""
     cfg = ctx.cfg.stages.filter.step_labels
     solve = ctx.template(ctx.cfg.stages.sample.template)
     requests, owners = [], []
@@ -138,22 +142,31 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> list[StepLabel
             ))
             owners.append((p, i))
     responses = ctx.backend("actor").generate(requests)
+    failed: dict[str, Reject] = {}
     pairs: list[tuple[str, str | None]] = []
     sizes: list[int] = []
     for (p, i), resp in zip(owners, responses, strict=True):
-        texts = ["\n".join([*p.steps[: i + 1], c.text]) for c in resp.completions if c.finish_reason == "stop"]
+        bad = reject_for("filter", f"{p.id}/rollout/{i}", resp)
+        texts = [] if bad else ["\n".join([*p.steps[: i + 1], c.text]) for c in resp.completions
+                                if c.finish_reason == "stop"]
+        if bad or not texts:
+            # a prefix with no graded rollout has no label: the path gets none rather than a false "wrong"
+            failed.setdefault(p.id, bad or Reject(stage="filter", row_id=f"{p.id}/rollout/{i}",
+                                                  reason="no_graded_rollout", detail="every rollout was cut off"))
         pairs.extend((p.reference_answer, extract(t)) for t in texts)
         sizes.append(len(texts))
     verdicts = iter(verify_many(pairs))
     per_prefix = [[next(verdicts) for _ in range(n)] for n in sizes]
-    out: list[StepLabels] = []
+    labels: list[StepLabels] = []
     pos = 0
     for p in paths:
         marks = per_prefix[pos : pos + len(p.steps)]
         pos += len(p.steps)
-        out.append(StepLabels(
+        if p.id in failed:
+            continue
+        labels.append(StepLabels(
             id=p.id, problem_id=p.problem_id, question=p.question, reference_answer=p.reference_answer,
             steps=p.steps, strategy=p.strategy, error_step=p.error_step, rollouts=cfg.rollouts,
-            soft_labels=[sum(m) / cfg.rollouts for m in marks], hard_labels=[any(m) for m in marks],
+            soft_labels=[sum(m) / len(m) for m in marks], hard_labels=[any(m) for m in marks],
         ))
-    return out
+    return labels, list(failed.values())

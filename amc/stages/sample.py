@@ -113,9 +113,14 @@ class SampleStage(Stage):
                         result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="truncated",
                                                      detail=f"finish_reason={comp.finish_reason}"))
                         continue
+                    steps = split(comp.text)
+                    if not steps:
+                        result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="empty_response",
+                                                     detail="the answer has no step"))
+                        continue
                     paths.append(ReasoningPath(
                         id=path_id, problem_id=problem.id, question=problem.question,
-                        reference_answer=problem.answer, steps=split(comp.text), strategy="sample",
+                        reference_answer=problem.answer, steps=steps, strategy="sample",
                         generator=actor.model, sample_index=i, temperature=scfg.sampling.temperature,
                         finish_reason=comp.finish_reason, source=problem.source, difficulty=problem.difficulty,
                     ))
@@ -130,6 +135,10 @@ class SampleStage(Stage):
                 # A reference solution that does not grade as its own answer is unreadable, not a flawed path.
                 result.rejects.append(Reject(stage=self.name, row_id=p.id, reason="reference_not_gradable",
                                              detail=f"read {p.predicted_answer!r}, reference {p.reference_answer!r}"))
+            elif p.predicted_answer is None:
+                # No final answer to grade: an unreadable answer is a reject, not a flawed path to critique.
+                result.rejects.append(Reject(stage=self.name, row_id=p.id, reason="no_answer",
+                                             detail=f"no final answer in: {p.steps[-1][:200]!r}"))
             else:
                 kept.append(p)
         result.rows = list(kept)

@@ -134,9 +134,13 @@ def continued_steps(path_id: str, prefix: list[str], resp: GenerationResponse) -
 
 
 def keep_wrong(paths: list[ReasoningPath], built: Built) -> None:
-    """Grade ``paths``; keep those whose final answer is wrong, reject the others as 'answer_still_correct'."""
+    """Grade ``paths``; keep those whose final answer is wrong, reject the others as 'answer_still_correct' (or
+    'no_answer' when there is no final answer to grade)."""
     for p in grade_paths(paths):
-        if p.correct:
+        if p.predicted_answer is None:
+            built.rejects.append(Reject(stage=STAGE, row_id=p.id, reason="no_answer",
+                                        detail=f"no final answer in: {p.steps[-1][:200]!r}"))
+        elif p.correct:
             built.rejects.append(Reject(stage=STAGE, row_id=p.id, reason="answer_still_correct",
                                         detail=f"final answer {p.predicted_answer!r} still matches the reference"))
         else:
