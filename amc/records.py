@@ -21,6 +21,14 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Message(BaseModel):
+    """One chat message: what prompt templates render and engines receive."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class Problem(Record):
     """A math problem with its reference answer (and, when the source has one, a reference solution)."""
 

@@ -24,7 +24,8 @@ import sympy
 
 from amc._arith import _Invalid, _parse, _Refused, _streams, _Tok, _tokenize
 
-__all__ = ["split", "join", "Claim", "Number", "claims", "numbers", "operators", "evaluate", "first_false_arithmetic"]
+__all__ = ["split", "join", "solution_steps", "Claim", "Number", "claims", "numbers", "operators", "evaluate",
+           "first_false_arithmetic"]
 
 
 def split(text: str) -> list[str]:
@@ -39,6 +40,19 @@ def split(text: str) -> list[str]:
 def join(steps: list[str]) -> str:
     """The inverse of :func:`split` for stripped, non-empty steps: one per line."""
     return "\n".join(steps)
+
+
+_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+
+
+def solution_steps(solution: str) -> list[str]:
+    r"""A reference solution as the steps an actor would write: GSM8K calculator notes (``<<48/2=24>>``) dropped,
+    since no actor writes them, and the ``#### answer`` line left out.
+
+    >>> solution_steps("48/2 = <<48/2=24>>24\n#### 24")
+    ['48/2 = 24']
+    """
+    return [s for s in split(_CALCULATOR_NOTE.sub("", solution)) if not s.startswith("####")]
 
 
 # ------------------------------------------------------------------------------------------------ claims

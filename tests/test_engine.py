@@ -147,3 +147,20 @@ def test_derived_seeds_are_stable():
     assert len({derive_seed(0, f"p{i}", "sample") for i in range(1000)}) == 1000
     assert derive_seed(1, "p1", "sample") != derive_seed(0, "p1", "sample")
     random.Random(derive_seed(0, "x"))  # a valid seed
+
+
+def test_a_template_edit_without_a_version_bump_still_rebuilds(tmp_path):
+    from amc.prompts import BUILTIN_DIR
+
+    base = expected_fingerprints(config_from_dict({"name": "x"}))
+    mine = tmp_path / "prompts"
+    mine.mkdir()
+    # the same version label, another text, in the user's folder
+    (mine / "critique.jinja").write_text((BUILTIN_DIR / "critique.jinja").read_text().replace("meticulous", "kind"))
+    other = expected_fingerprints(config_from_dict({"name": "x", "prompts_dir": str(mine)}))
+    assert [s for s in base if base[s] != other[s]] == ["critique", "filter"]
+    # an edited partial counts too, though the including template is unchanged
+    (mine / "critique.jinja").unlink()
+    (mine / "_critique_body.jinja").write_text((BUILTIN_DIR / "_critique_body.jinja").read_text() + "\nBe brief.")
+    partial = expected_fingerprints(config_from_dict({"name": "x", "prompts_dir": str(mine)}))
+    assert partial["critique"] != base["critique"] and partial["sample"] == base["sample"]

@@ -19,14 +19,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from amc.records import Message
+
 Role = Literal["actor", "injector", "annotator", "refiner"]
 FinishReason = Literal["stop", "length", "error"]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    role: Literal["system", "user", "assistant"]
-    content: str
 
 
 class SamplingParams(BaseModel):

@@ -39,7 +39,7 @@ from amc.answers import extract, verify
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse
 from amc.critique_format import render_json, render_text
 from amc.records import StepVerdict
-from amc.steps import first_false_arithmetic, split
+from amc.steps import first_false_arithmetic, solution_steps
 
 _NUM = r"\d[\d,]*(?:\.\d+)?"
 _EQ = re.compile(
@@ -97,7 +97,7 @@ def _replace_numbers(text: str, subs: dict[Fraction, Fraction]) -> str:
     return re.sub(rf"(?<![\d.]){_NUM}(?![\d.]*\d)", swap, text)
 
 
-def carry(steps: list[str], k: int, new_line: str, recompute_from: int | None = None) -> list[str]:
+def carry(steps: list[str], k: int, new_line: str) -> list[str]:
     """Replace step k by ``new_line`` and carry its value through the later steps, recomputing each equation.
 
     The value the original step k stated is replaced by the value ``new_line`` states wherever later steps use it;
@@ -170,8 +170,7 @@ def reference_steps(solution: str | None, answer: str) -> list[str]:
     """Reference solution as clean steps: calculator notes dropped, '#### x' turned into 'The answer is x.'"""
     if not solution:
         return ["I could not work this out.", "The answer is 0."]
-    text = re.sub(r"<<[^>]*>>", "", solution)
-    steps = [s for s in split(text) if not s.startswith("####")]
+    steps = solution_steps(solution)
     if not steps or not _ANSWER.search(steps[-1]):
         steps.append(f"The answer is {answer}.")
     return steps

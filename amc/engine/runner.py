@@ -50,6 +50,15 @@ def _source_content(cfg: PipelineConfig) -> list[str | None]:
             if isinstance(src, FileSource) and Path(src.path).is_file() else None for src in cfg.sources]
 
 
+def template_refs(stage: Stage, cfg: PipelineConfig) -> list[str]:
+    """``name@version#digest`` of each template a stage renders: its version label and its actual text."""
+    refs = []
+    for name in stage.templates(cfg):
+        t = load_template(name, cfg.prompts_dir)
+        refs.append(f"{t.ref}#{t.digest}")
+    return refs
+
+
 def stage_fingerprint(stage: Stage, cfg: PipelineConfig, input_fp: str | None) -> str:
     """Hash of what a stage's output depends on: its config slice, its input, its templates and code version."""
     payload: dict[str, Any] = {
@@ -58,7 +67,7 @@ def stage_fingerprint(stage: Stage, cfg: PipelineConfig, input_fp: str | None) -
         "code_version": __version__,
         "config": stage.config_slice(cfg),
         "input": input_fp,
-        "templates": [load_template(t, cfg.prompts_dir).ref for t in stage.templates(cfg)],
+        "templates": template_refs(stage, cfg),
     }
     if stage.name == "problems":
         payload["source_content"] = _source_content(cfg)
@@ -198,7 +207,7 @@ class Runner:
         if not resumed:
             manifest = {"stage": stage.name, "fingerprint": fp, "status": "partial", "num_shards": num,
                         "shards": {}, "config": redact(stage.config_slice(self.cfg)), "code_version": __version__,
-                        "templates": [load_template(t, self.cfg.prompts_dir).ref for t in stage.templates(self.cfg)],
+                        "templates": template_refs(stage, self.cfg),
                         "models": redact(_stage_models(stage, self.cfg))}
             atomic_write_json(stage_dir / "manifest.json", manifest)
         assert manifest is not None

@@ -12,6 +12,7 @@ with ``{% include %}`` has no version of its own: bump the templates that includ
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,11 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from amc.backends.base import Message
+from amc.records import Message
 
 BUILTIN_DIR = Path(__file__).parent
 _VERSION = re.compile(r"^\{#\s*version:\s*([\w.-]+)\s*#\}\s*\n?")
+_INCLUDE = re.compile(r"""\{%-?\s*include\s+["']([^"']+)["']""")
 _MARKER = re.compile(r"^<\|(system|user|assistant)\|>\s*$", re.MULTILINE)
 
 
@@ -44,6 +46,23 @@ class Template:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def digest(self) -> str:
+        """A hash of the template's text and of every partial it includes: what a stage fingerprint trusts, so an
+        edited partial or another ``prompts_dir`` with the same version label still rebuilds the stage."""
+        h = hashlib.sha256(self.source.encode())
+        todo, seen = _INCLUDE.findall(self.source), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            path = next((Path(d) / name for d in self.search if (Path(d) / name).is_file()), None)
+            text = path.read_text(encoding="utf-8") if path else ""
+            h.update(f"\x00{name}\x00{text}".encode())
+            todo.extend(_INCLUDE.findall(text))
+        return h.hexdigest()[:12]
 
     def render(self, **variables: Any) -> list[Message]:
         """Render into chat messages; a template with no marker is one user message."""

@@ -41,7 +41,6 @@ class StageContext:
     cfg: PipelineConfig
     get_backend: Callable[[Any], Generator]
     problems: dict[str, Problem] = field(default_factory=dict)
-    progress: Callable[[int], None] = lambda n: None
 
     def backend(self, role: str | ModelConfig) -> Generator:
         """The cache-wrapped engine of a role ('actor', 'injector', 'annotator') or of an explicit model block."""
@@ -80,9 +79,6 @@ class Stage:
 
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return []
-
-    def enabled(self, cfg: PipelineConfig) -> bool:
-        return True
 
     def run(self, rows: list[Any], ctx: StageContext) -> StageResult:
         raise NotImplementedError

@@ -8,7 +8,6 @@ arithmetic that way.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
 
@@ -17,9 +16,7 @@ from amc.backends.base import GenerationRequest, SamplingParams
 from amc.config import ModelConfig, PipelineConfig
 from amc.records import Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
-from amc.steps import split
-
-_NOTE = re.compile(r"<<[^<>]*>>")
+from amc.steps import solution_steps, split
 
 
 def solve_request(ctx: StageContext, problem: Problem, template: str, purpose: str, n: int, sampling: Any,
@@ -64,7 +61,7 @@ def reference_steps(problem: Problem) -> list[str] | None:
     """
     if not problem.solution:
         return None
-    steps = [s for s in split(_NOTE.sub("", problem.solution)) if not s.startswith("####")]
+    steps = solution_steps(problem.solution)
     if not steps:
         return None
     if extract("\n".join(steps)) is None:
@@ -83,9 +80,6 @@ class SampleStage(Stage):
 
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return [cfg.stages.sample.template]
-
-    def enabled(self, cfg: PipelineConfig) -> bool:
-        return cfg.stages.sample.enabled
 
     def run(self, rows: list[Problem], ctx: StageContext) -> StageResult:
         scfg = ctx.cfg.stages.sample
