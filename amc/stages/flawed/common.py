@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -117,6 +118,30 @@ def continue_request(ctx: StageContext, base: ReasoningPath, prefix: list[str], 
         context={"task": "continue", "steps": prefix, "original_steps": base.steps,
                  "answer": base.reference_answer, **context},
     )
+
+
+def attempts(bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy: str, per_problem: int,
+             built: Built) -> Iterator[tuple[random.Random, int, ReasoningPath, str]]:
+    """(rng, j, base path, new path id) for each construction a strategy tries, per problem, seeded by the
+    problem id and the strategy; each try is counted in ``built.tried``."""
+    for pid, correct in bases.items():
+        rng = random.Random(ctx.seed(pid, strategy))
+        for j, base in enumerate(pick_bases(correct, per_problem, rng)):
+            built.tried += 1
+            yield rng, j, base, f"{pid}/{strategy}/{j}"
+
+
+def attempts_at_step(bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy: str, per_problem: int,
+                     distribution: KDistribution, built: Built, verb: str
+                     ) -> Iterator[tuple[random.Random, ReasoningPath, int, str]]:
+    """Like :func:`attempts`, with the step k to work on drawn; a path too short to have one is a reject."""
+    for rng, _, base, path_id in attempts(bases, ctx, strategy, per_problem, built):
+        k = draw_step(inner_steps(base), rng, distribution)
+        if k is None:
+            built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="too_short",
+                                        detail=f"a one-step path has no step to {verb}"))
+            continue
+        yield rng, base, k, path_id
 
 
 def continued_steps(path_id: str, prefix: list[str], resp: GenerationResponse) -> list[str] | Reject:

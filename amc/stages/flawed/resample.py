@@ -9,20 +9,15 @@ provably not the first error, since the correct path has it too). Rejects: ``too
 
 from __future__ import annotations
 
-import random
-
 from amc.records import ReasoningPath, Reject
 from amc.stages.base import StageContext
 from amc.stages.flawed.common import (
-    STAGE,
     Built,
+    attempts_at_step,
     continue_request,
     continued_steps,
-    draw_step,
-    inner_steps,
     keep_wrong,
     norm,
-    pick_bases,
 )
 
 
@@ -44,18 +39,10 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
     built = Built()
     if not rcfg.enabled or rcfg.per_problem == 0:
         return built
-    plans: list[tuple[ReasoningPath, int, str]] = []
-    for pid, correct in bases.items():
-        rng = random.Random(ctx.seed(pid, "resample"))
-        for j, base in enumerate(pick_bases(correct, rcfg.per_problem, rng)):
-            built.tried += 1
-            path_id = f"{pid}/resample/{j}"
-            k = draw_step(inner_steps(base), rng, rcfg.k_distribution)
-            if k is None:
-                built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="too_short",
-                                            detail="a one-step path has no step to resample"))
-                continue
-            plans.append((base, k, path_id))
+    plans: list[tuple[ReasoningPath, int, str]] = [
+        (base, k, path_id) for _, base, k, path_id in
+        attempts_at_step(bases, ctx, "resample", rcfg.per_problem, rcfg.k_distribution, built, "resample")
+    ]
     if not plans:
         return built
     actor = ctx.backend("actor")

@@ -17,7 +17,7 @@ from amc import perturb
 from amc.config import KDistribution
 from amc.records import ReasoningPath, Reject
 from amc.stages.base import StageContext
-from amc.stages.flawed.common import STAGE, Built, draw_step, inner_steps, keep_wrong, pick_bases
+from amc.stages.flawed.common import STAGE, Built, attempts, draw_step, inner_steps, keep_wrong
 from amc.stages.sample import grade_paths
 from amc.steps import claims
 
@@ -52,23 +52,19 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
     if not scfg.enabled or scfg.per_problem == 0:
         return built
     made = []
-    for pid, correct in bases.items():
-        rng = random.Random(ctx.seed(pid, "symbolic"))
-        for j, base in enumerate(pick_bases(correct, scfg.per_problem, rng)):
-            built.tried += 1
-            path_id = f"{pid}/symbolic/{j}"
-            mode = rng.choice(scfg.modes)
-            got = perturb_path(base, rng, mode, scfg.carry, scfg.k_distribution)
-            if got is None:
-                built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="no_claim",
-                                            detail=f"no step of {base.id} holds arithmetic a '{mode}' change fits"))
-                continue
-            made.append(ReasoningPath(
-                id=path_id, problem_id=base.problem_id, question=base.question,
-                reference_answer=base.reference_answer, steps=got.steps, strategy="symbolic", generator="symbolic",
-                sample_index=j, error_step=got.k, error_type=ERROR_TYPES[mode], source=base.source,
-                difficulty=base.difficulty,
-            ))
+    for rng, j, base, path_id in attempts(bases, ctx, "symbolic", scfg.per_problem, built):
+        mode = rng.choice(scfg.modes)
+        got = perturb_path(base, rng, mode, scfg.carry, scfg.k_distribution)
+        if got is None:
+            built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="no_claim",
+                                        detail=f"no step of {base.id} holds arithmetic a '{mode}' change fits"))
+            continue
+        made.append(ReasoningPath(
+            id=path_id, problem_id=base.problem_id, question=base.question,
+            reference_answer=base.reference_answer, steps=got.steps, strategy="symbolic", generator="symbolic",
+            sample_index=j, error_step=got.k, error_type=ERROR_TYPES[mode], source=base.source,
+            difficulty=base.difficulty,
+        ))
     if scfg.carry:
         keep_wrong(made, built)
     else:

@@ -7,7 +7,6 @@ Rejects: ``too_short`` (no step to rewrite), ``unchanged_step`` (the rewrite equ
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from amc.backends.base import GenerationRequest, SamplingParams
@@ -17,13 +16,11 @@ from amc.stages.base import StageContext, reject_for
 from amc.stages.flawed.common import (
     STAGE,
     Built,
+    attempts_at_step,
     continue_request,
     continued_steps,
-    draw_step,
-    inner_steps,
     keep_wrong,
     norm,
-    pick_bases,
 )
 from amc.steps import split
 
@@ -39,19 +36,8 @@ class Plan:
 def plan(bases: dict[str, list[ReasoningPath]], ctx: StageContext, built: Built) -> list[Plan]:
     """Which step of which base path gets which error type, per problem (seeded by the problem id)."""
     icfg = ctx.cfg.stages.inject
-    plans = []
-    for pid, correct in bases.items():
-        rng = random.Random(ctx.seed(pid, "inject"))
-        for j, base in enumerate(pick_bases(correct, icfg.per_problem, rng)):
-            built.tried += 1
-            path_id = f"{pid}/inject/{j}"
-            k = draw_step(inner_steps(base), rng, icfg.k_distribution)
-            if k is None:
-                built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="too_short",
-                                            detail="a one-step path has no step to corrupt"))
-                continue
-            plans.append(Plan(base, k, rng.choice(icfg.error_types), path_id))
-    return plans
+    return [Plan(base, k, rng.choice(icfg.error_types), path_id) for rng, base, k, path_id in
+            attempts_at_step(bases, ctx, "inject", icfg.per_problem, icfg.k_distribution, built, "corrupt")]
 
 
 def rewrite_request(ctx: StageContext, p: Plan) -> GenerationRequest:
