@@ -194,8 +194,9 @@ class Runner:
 
         if stage.input_stage is None:
             size = self.cfg.shard_size
-            chunks: list[list[Any]] | None = [problems[i : i + size] for i in range(0, len(problems), size)] or [[]]
-            num = len(chunks)
+            problem_chunks = [problems[i : i + size] for i in range(0, len(problems), size)] or [[]]
+            chunks: list[list[Any]] | None = problem_chunks
+            num = len(problem_chunks)
         else:
             chunks = None
             in_manifest = read_manifest(self.run_dir / stage.input_stage)

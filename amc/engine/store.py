@@ -13,6 +13,7 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -83,7 +84,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def write_records(path: Path, records: list[BaseModel], model: type[BaseModel]) -> str:
+def write_records(path: Path, records: Sequence[BaseModel], model: type[BaseModel]) -> str:
     """Write records as one Parquet file atomically; return the file's sha256."""
     table = pa.Table.from_pylist([r.model_dump(mode="python") for r in records], schema=arrow_schema(model))
     sink = pa.BufferOutputStream()

@@ -11,7 +11,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from amc.backends.base import GenerationRequest, GenerationResponse
 from amc.config import ModelConfig, PipelineConfig
@@ -25,15 +25,14 @@ def derive_seed(run_seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-class Generator:
+class Generator(Protocol):
     """What a stage sees of an engine: ``generate`` (cache-wrapped by the runner) and the model's name."""
 
     engine: str
     model: str
     revision: str | None
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:  # pragma: no cover
-        raise NotImplementedError
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]: ...
 
 
 @dataclass
