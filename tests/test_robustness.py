@@ -163,3 +163,19 @@ def test_sampling_params_do_not_leak_between_requests():
     a = GenerationRequest(id="a", role="actor", messages=[], params=SamplingParams(temperature=0.1))
     b = a.model_copy(update={"params": SamplingParams(temperature=0.2)})
     assert request_key("e", "m", None, a) != request_key("e", "m", None, b)
+
+
+def test_two_builds_never_share_a_run_directory(tmp_path):
+    import fcntl
+
+    import pytest
+
+    from amc.errors import AmcError
+
+    cfg = load_config(QUICKSTART, [f"run_dir={tmp_path}", "source.count=4"])
+    with open(tmp_path / ".lock", "w") as fh:  # as if another build held the directory
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(AmcError, match="another build is running"):
+            Runner(cfg, show_progress=False).build("sample")
+    Runner(cfg, show_progress=False).build("sample")  # released: builds
+    assert read_manifest(tmp_path / "sample")["status"] == "done"

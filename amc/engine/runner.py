@@ -16,11 +16,14 @@ a killed build resumes at the first shard its manifest does not list.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from amc.config import STAGES as STAGE_NAMES
 from amc.config import FileSource, ModelConfig, PipelineConfig
 from amc.engine.cache import CachedBackend, RequestCache
 from amc.engine.store import atomic_write_json, read_records, shard_name, write_records
+from amc.errors import AmcError
 from amc.prompts import load_template
 from amc.records import Reject
 from amc.redact import redact
@@ -157,6 +161,10 @@ class Runner:
         # Bad input fails here, before any engine starts.
         problems = ProblemsStage().load(self.cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.run_dir):
+            return self._build(plan, until, problems)
+
+    def _build(self, plan: list[Stage], until: str, problems: list[Any]) -> list[StageReport]:
         cache = RequestCache(self.run_dir / "cache.sqlite")
         backends = _Backends(self.cfg, cache)
         reports: list[StageReport] = []
@@ -261,6 +269,18 @@ class Runner:
         return StageReport(stage.name, "resumed" if resumed else "built", rows=manifest["rows"],
                            rejects=manifest["rejects"], dropped=manifest["dropped"], made=made - made0,
                            cached=cached - cached0, seconds=round(time.time() - t0, 3), funnel=manifest["funnel"])
+
+
+@contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """One build at a time per run directory: a second one would write the same shards. The lock is released by
+    the operating system when the process dies, so a killed build never leaves a stale lock behind."""
+    with open(run_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AmcError(f"another build is running in {run_dir}; wait for it or use another run_dir") from None
+        yield
 
 
 def _stage_models(stage: Stage, cfg: PipelineConfig) -> dict[str, Any]:
