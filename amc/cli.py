@@ -52,6 +52,9 @@ def build(
         reports = Runner(cfg, show_progress=not quiet).build(stage)
     except (AmcError, ValueError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished shards are kept in {cfg.run_path}; run the same command to resume")
+        raise typer.Exit(code=130) from None
     table = Table(title=f"amc build {cfg.name}: stages up to '{stage}'")
     for col in ("stage", "action", "rows", "rejects", "dropped", "requests made", "from cache", "seconds"):
         table.add_column(col, justify="left" if col in ("stage", "action") else "right")
@@ -126,10 +129,13 @@ def init(
 
 @app.command()
 def verify(gold: str, pred: str) -> None:
-    """Print true when PRED is mathematically equivalent to GOLD (math-verify underneath)."""
+    """Print true (exit 0) when PRED is mathematically equivalent to GOLD, else false (exit 1)."""
     from amc.answers import verify as _verify
 
-    typer.echo("true" if _verify(gold, pred) else "false")
+    same = _verify(gold, pred)
+    typer.echo("true" if same else "false")
+    if not same:
+        raise typer.Exit(code=1)
 
 
 @schema_app.command("export")
@@ -197,7 +203,10 @@ def export(
 
     cfg = _load(config, set_)
     pub = _publication(cfg, test_fraction, rejects, license_)
-    _report_local(publish_local(pub, out or cfg.run_path / "export"), pub)
+    try:
+        _report_local(publish_local(pub, out or cfg.run_path / "export"), pub)
+    except AmcError as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -209,6 +218,8 @@ def publish(
     revision: Annotated[str, typer.Option("--revision", help="Branch to commit to.")] = "main",
     tag: Annotated[str | None, typer.Option("--tag", help="Tag the commit, e.g. v0.1.0; never moved.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Folder only: replace other data of the same version.")
+                     ] = False,
     test_fraction: TestFractionOpt = 0.1,
     rejects: RejectsOpt = False,
     license_: LicenseOpt = "mit",
@@ -232,7 +243,10 @@ def publish(
                            f"bump `version:` there first"))
     pub = _publication(cfg, test_fraction, rejects, license_, repo_id=repo_id)
     if to is not None:
-        _report_local(publish_local(pub, to), pub)
+        try:
+            _report_local(publish_local(pub, to, force=force), pub)
+        except AmcError as exc:
+            _fail(exc)
         return
     assert repo_id is not None
     try:

@@ -391,7 +391,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, _, raw = text.partition("=")
     if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key.strip()):
         raise ConfigError("--set", key, "keys are dotted names, e.g. stages.filter.k")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError("--set", key.strip(), f"the value is not valid YAML: {' '.join(str(exc).split())}") from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -441,7 +445,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     if not isinstance(data, dict):
         raise ConfigError(str(p), "", "the top level must be a mapping")
     data = apply_overrides(data, overrides or [])
-    return config_from_dict(data, str(p))
+    try:
+        return config_from_dict(data, str(p))
+    except ConfigError as exc:
+        keys = [parse_override(o)[0] for o in overrides or []]
+        if any(exc.path.split(".")[: len(k)] == k for k in keys):
+            error = ConfigError(f"{p} (with --set)", "", exc.message)
+            error.path = exc.path
+            raise error from None
+        raise
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "<config>") -> PipelineConfig:

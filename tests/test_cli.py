@@ -55,4 +55,27 @@ def test_unknown_stage(tmp_path, monkeypatch):
 def test_verify_command():
     assert runner.invoke(app, ["verify", "\\frac{1}{2}", "0.5"]).output.strip() == "true"
     assert runner.invoke(app, ["verify", "3", "x = 3"]).output.strip() == "true"
-    assert runner.invoke(app, ["verify", "3", "4"]).output.strip() == "false"
+    wrong = runner.invoke(app, ["verify", "3", "4"])
+    assert wrong.output.strip() == "false" and wrong.exit_code == 1  # usable in shell scripts
+    assert runner.invoke(app, ["verify", "3", "3"]).exit_code == 0
+
+
+def test_bad_set_yaml_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner.invoke(app, ["init"])
+    res = runner.invoke(app, ["build", "--set", "stages.filter={[}"])
+    assert res.exit_code == 2 and "not valid YAML" in res.output
+    res = runner.invoke(app, ["build", "--set", "stages.filter.k=abc"])
+    assert res.exit_code == 2 and "(with --set)" in res.output
+
+
+def test_publish_into_a_foreign_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner.invoke(app, ["init"])
+    assert runner.invoke(app, ["build", "-q", "--set", "source.count=4"]).exit_code == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["publish", "--to", str(foreign), "--set", "source.count=4"])
+    assert res.exit_code == 2 and "holds no amc publication" in res.output
+    assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1

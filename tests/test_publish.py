@@ -284,7 +284,10 @@ def test_local_publish_removes_stale_files_only_where_amc_owns_them(cfg, pub, tm
     (out / "rejects" / "train-00000-of-00001.parquet").write_bytes(b"old")
     (out / "NOTES.md").write_text("kept")
     unsplit = build_publication(cfg, ExportOptions(test_fraction=0.0))
-    result = publish_local(unsplit, out)
+    with pytest.raises(PublishError, match="same version"):  # other data under the version the folder holds
+        publish_local(unsplit, out)
+    assert (out / "rejects" / "train-00000-of-00001.parquet").read_bytes() == b"old"  # nothing touched
+    result = publish_local(unsplit, out, force=True)
     assert "rejects/train-00000-of-00001.parquet" in result.deleted and not (out / "rejects").exists()
     assert not list(out.glob("*/test-*.parquet")) and (out / "NOTES.md").read_text() == "kept"
     assert set(datasets.load_dataset(str(out), "filtered")) == {"train"}

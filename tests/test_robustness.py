@@ -179,3 +179,28 @@ def test_two_builds_never_share_a_run_directory(tmp_path):
             Runner(cfg, show_progress=False).build("sample")
     Runner(cfg, show_progress=False).build("sample")  # released: builds
     assert read_manifest(tmp_path / "sample")["status"] == "done"
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_records(tmp_path / "x.parquet", [], Reject)
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "x.parquet").stat().st_mode)
+    assert mode & 0o044 == 0o044 or old & 0o044  # group/other can read unless the user's umask forbids it
+
+
+def test_loading_a_missing_folder_says_so_without_the_network(tmp_path):
+    import pytest
+
+    import amc
+    from amc.publish import PublishError
+
+    with pytest.raises(PublishError, match="no such folder"):
+        amc.load(str(tmp_path / "nope"), "filtered")
+    with pytest.raises(PublishError, match="no such folder"):
+        amc.load("./out/nope", "filtered")

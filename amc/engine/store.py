@@ -65,6 +65,15 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     return pa.schema(arrow_fields(model))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +83,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a dataset is read by others too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

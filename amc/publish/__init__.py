@@ -12,6 +12,7 @@ publisher, so a folder and a Hub revision hold the same files::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,13 @@ def load(repo_or_dir: str | Path, config: str = "filtered", revision: str | None
                 raise PublishError(f"{folder} holds version {held or 'unknown'}, not {revision}; a local folder "
                                    f"has no other revisions")
         return datasets.load_dataset(str(folder), config, split=split)
-    return datasets.load_dataset(str(repo_or_dir), config, revision=revision, split=split)
+    text = str(repo_or_dir)
+    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith("."):
+        raise PublishError(f"{text}: no such folder, and not a Hub dataset id (ORG/NAME)")
+    try:
+        return datasets.load_dataset(text, config, revision=revision, split=split)
+    except (ConnectionError, OSError) as exc:
+        raise PublishError(f"{text}: not a local folder, and the Hub could not give it: {exc}") from None
 
 
 def _folder_version(folder: Path) -> str | None:

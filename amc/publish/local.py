@@ -41,17 +41,27 @@ def previous_fingerprint(directory: Path) -> str | None:
         return None
 
 
+def _held_version(directory: Path) -> tuple[str | None, str | None] | None:
+    """(version, fingerprint) recorded in the folder's ``amc_version.json``, or None."""
+    try:
+        record = json.loads((directory / VERSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("version"), record.get("fingerprint")
+
+
 def _existing_files(directory: Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
 
-def publish_local(pub: Publication, directory: str | Path) -> LocalResult:
+def publish_local(pub: Publication, directory: str | Path, force: bool = False) -> LocalResult:
     """Make ``directory`` hold exactly ``pub``; write only what changed, delete what an older version left.
 
     The folder must be empty, missing, or an earlier amc publication (it has ``amc_version.json``): publishing
-    into any other folder would overwrite its README.md and could delete files of the same shape as ours.
+    into any other folder would overwrite its README.md and could delete files of the same shape as ours. Other
+    data under the version the folder already holds is refused unless ``force`` (bump the version instead).
 
     >>> publish_local(build_publication(cfg), "out/quickstart").no_op  # doctest: +SKIP
     False
@@ -61,6 +71,12 @@ def publish_local(pub: Publication, directory: str | Path) -> LocalResult:
                                and not (directory / VERSION_FILE).is_file()):
         raise PublishError(f"{directory} is not empty and holds no amc publication ({VERSION_FILE}); "
                            f"publish into an empty or new folder")
+    held = _held_version(directory)
+    if held is not None and held[0] == pub.version and held[1] != pub.fingerprint and not force:
+        # the Hub refuses to move a tag; a folder that silently changed under one version would be as bad
+        raise PublishError(f"{directory} holds other data under the same version {pub.version} (fingerprint "
+                           f"{held[1]}, now {pub.fingerprint}); bump `version:` in the pipeline file, or pass "
+                           f"--force to replace it")
     result = LocalResult(directory, pub.fingerprint, previous_fingerprint(directory))
     # Data first, then stale files out, then the card, and the version file last: a publish cut short leaves a
     # version file that does not match the data, and the next publish (which compares bytes) repairs the folder.

@@ -165,7 +165,7 @@ def _jsonl_rows(path: Path, limit: int | None) -> Iterator[tuple[RowPlace, Any]]
             try:
                 yield place, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise place.error(None, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+                raise place.error(None, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
             count += 1
 
 
