@@ -43,16 +43,18 @@ def join(steps: list[str]) -> str:
 
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+_ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)  # MATH's Asymptote figures: drawing code, not reasoning
 
 
 def solution_steps(solution: str) -> list[str]:
     r"""A reference solution as the steps an actor would write: GSM8K calculator notes (``<<48/2=24>>``) dropped,
-    since no actor writes them, and the ``#### answer`` line left out.
+    since no actor writes them, MATH's ``[asy]`` figure code dropped, and the ``#### answer`` line left out.
 
     >>> solution_steps("48/2 = <<48/2=24>>24\n#### 24")
     ['48/2 = 24']
     """
-    return [s for s in split(_CALCULATOR_NOTE.sub("", solution)) if not s.startswith("####")]
+    text = _ASY.sub("", _CALCULATOR_NOTE.sub("", solution))
+    return [s for s in split(text) if not s.startswith("####")]
 
 
 # ------------------------------------------------------------------------------------------------ claims

@@ -171,3 +171,17 @@ def test_gsm8k_reference_solutions_raise_few_alarms(shared_data) -> None:
     rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()]
     alarms = sum(first_false_arithmetic(split(r["answer"])) is not None for r in rows)
     assert alarms <= 0.01 * len(rows)
+
+
+def test_reference_solutions_lose_figure_code_and_calculator_notes(shared_data) -> None:
+    import json
+
+    from amc.steps import solution_steps
+
+    rows = [json.loads(line) for line in (shared_data / "math500" / "test.jsonl").read_text().splitlines()]
+    with_figures = [r for r in rows if "[asy]" in r["solution"]]
+    assert with_figures
+    for r in with_figures:
+        steps = solution_steps(r["solution"])
+        assert steps and not any("[asy]" in s or "[/asy]" in s or s.startswith("draw(") for s in steps)
+    assert solution_steps("48/2 = <<48/2=24>>24 cups\n#### 24") == ["48/2 = 24 cups"]

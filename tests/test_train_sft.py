@@ -184,3 +184,11 @@ def test_cli_reports_a_bad_config_without_a_traceback(published, tiny, tmp_path)
                                       "--output", str(tmp_path / "x"), "--config", "paths", "-q"])
     assert result.exit_code == 2 and "prompt" in result.output and result.exception is not None
     assert not isinstance(result.exception, TrainError)  # handled: typer.Exit, not the error itself
+
+
+def test_a_missing_model_folder_is_named(tmp_path):
+    from amc.errors import AmcError
+    from amc.train.sft import SFTSettings, train_sft
+
+    with pytest.raises(AmcError, match="no such model folder"):
+        train_sft(SFTSettings(model=str(tmp_path / "nomodel"), data=str(tmp_path), output_dir=str(tmp_path / "o")))

@@ -15,7 +15,9 @@ It exists so that the quickstart and the tests run anywhere, offline, in seconds
   of its equations at or after step k (not the answer line) and carries the wrong value through;
 - annotator (``critique``): checks each step symbolically (:func:`amc.steps.first_false_arithmetic`), uses the
   known error location when it is given as a hint, grades the final answer against the reference, and writes the
-  critique in the AutoMathCritique text format; with probability ``error_rate`` its final verdict is wrong;
+  critique in the AutoMathCritique text format (steps after the first error are Wrong when the mistake reached the
+  answer; a wrong answer with no step to blame puts the blame on the last step); with probability ``error_rate``
+  its final verdict is wrong;
 - refiner (``refine``): recomputes from the first flagged step; some attempts fail or shortcut to a bare answer.
 
 Everything is seeded by the request's seed, so the same request always gets the same answer. Set
@@ -157,6 +159,24 @@ def _wrong_operand(line: str, rng: random.Random) -> str | None:
     return line[: eq.start("expr")] + expr + middle + _fmt(value) + line[eq.end("res") :]
 
 
+def _wrong_operator(line: str, rng: random.Random) -> str | None:
+    """Swap the first operator and recompute: internally consistent, the wrong operation for the problem."""
+    eq = _equation(line)
+    if not eq:
+        return None
+    expr = eq.group("expr")
+    op = re.search(r"(?<=\s)[-+*/×÷](?=\s)|(?<=\d)[-+*/×÷](?=\d)", expr)
+    if not op:
+        return None
+    swap = {"+": "-", "-": "+", "*": "+", "×": "+", "/": "*", "÷": "*"}[op.group(0)]
+    new_expr = expr[: op.start()] + swap + expr[op.end() :]
+    value = _eval(new_expr)
+    if value is None or value == _eval(expr) or value < 0:
+        return None
+    middle = line[eq.end("expr") : eq.start("res")]
+    return line[: eq.start("expr")] + new_expr + middle + _fmt(value) + line[eq.end("res") :]
+
+
 def _fixed(line: str) -> str:
     """The line with its equation's result recomputed correctly."""
     eq = _equation(line)
@@ -227,8 +247,8 @@ class SimBackend:
 
     def _task_inject(self, c: dict[str, Any], rng: random.Random) -> str:
         line = c["steps"][c["k"]]
-        make = _wrong_operand if c.get("error_type") in ("misread_quantity", "wrong_operation") else _wrong_result
-        return make(line, rng) or line
+        makers = {"misread_quantity": _wrong_operand, "wrong_operation": _wrong_operator}
+        return makers.get(c.get("error_type", ""), _wrong_result)(line, rng) or line
 
     def _task_continue(self, c: dict[str, Any], rng: random.Random) -> str:
         k, original = c["k"], list(c["original_steps"])
@@ -251,20 +271,23 @@ class SimBackend:
         answer_ok = verify(c["reference_answer"], extract("\n".join(steps)))
         if rng.random() < self.error_rate:
             answer_ok = not answer_ok  # a careless annotator: the filter's verdict rule should catch this
+        if first is None and not answer_ok and steps:
+            first = len(steps) - 1  # no step to blame but a wrong answer: the conclusion does not follow
         verdicts = []
         for i, step in enumerate(steps):
-            wrong = first is not None and i == first
-            if wrong:
+            if first is not None and i == first:
                 eq = _equation(_fixed(step))
                 why = f"This step is wrong: it should be {eq.group(0)}." if eq and _fixed(step) != step else (
                     "This step does not follow from the problem.")
-            elif first is not None and i > first:
-                why = "The arithmetic is right, but it builds on the earlier mistake."
+                verdicts.append(StepVerdict(index=i, step=step, correct=False, explanation=why))
+                if c.get("stop_at_first_error"):
+                    break
+            elif first is not None and i > first and not answer_ok:
+                # the mistake reached the answer: every later step carries the wrong value
+                verdicts.append(StepVerdict(index=i, step=step, correct=False,
+                                            explanation="This step carries the earlier mistake forward."))
             else:
-                why = "This step is correct."
-            verdicts.append(StepVerdict(index=i, step=step, correct=not wrong, explanation=why))
-            if wrong and c.get("stop_at_first_error"):
-                break
+                verdicts.append(StepVerdict(index=i, step=step, correct=True, explanation="This step is correct."))
         final_why = "The final answer matches the reference." if answer_ok else "The final answer is wrong."
         render = render_json if c.get("format") == "json" else render_text
         return render(verdicts, answer_ok, final_why)

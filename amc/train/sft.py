@@ -80,6 +80,7 @@ class TrainResult:
 
 def train_sft(settings: SFTSettings) -> TrainResult:
     """Fine-tune ``settings.model`` on the completions of a published prompt/completion config; save and record it."""
+    _check_model(settings)
     train, test = _datasets(settings)
     trainer = _trainer(settings, train, test)
     output = trainer.train()
@@ -105,7 +106,15 @@ def build_trainer(settings: SFTSettings):
     :func:`train_sft` is this plus ``train()``, ``evaluate()``, saving and the record; use it directly to inspect
     the prepared data (``trainer.train_dataset`` holds ``input_ids`` and ``labels``) or to add callbacks.
     """
+    _check_model(settings)
     return _trainer(settings, *_datasets(settings))
+
+
+def _check_model(settings: SFTSettings) -> None:
+    """A mistyped local model folder fails here with its name, not deep inside transformers as a bad repo id."""
+    model = str(settings.model)
+    if not Path(model).exists() and (model.startswith((".", "/", "~")) or model.count("/") > 1):
+        raise AmcError(f"{model}: no such model folder, and not a Hub model id (ORG/NAME)")
 
 
 def _trainer(settings: SFTSettings, train, test):
