@@ -177,7 +177,14 @@ def _publication(cfg, test_fraction: float, rejects: bool, license_: str, repo_i
         _fail(exc)
 
 
+def _warn_if_empty(pub) -> None:
+    if "filtered" not in pub.splits:
+        console.print("[yellow]warning:[/] the filter kept no critique: this version has no filtered, sft_critic or "
+                      "sft_refine config (see `amc status` for the funnel)")
+
+
 def _report_local(result, pub) -> None:
+    _warn_if_empty(pub)
     if result.no_op:
         typer.echo(f"up to date: {result.directory} already holds {pub.name} {pub.tag} "
                    f"(fingerprint {pub.fingerprint}); nothing written")
@@ -250,6 +257,7 @@ def publish(
         return
     assert repo_id is not None
     try:
+        _warn_if_empty(pub)
         result = publish_hub(pub, repo_id, revision=revision, tag=tag, private=private)
     except AmcError as exc:
         _fail(exc)

@@ -320,3 +320,18 @@ def test_cli_export_and_publish_to_a_folder(cfg, tmp_path: Path):
     assert neither.exit_code == 2 and "exactly one of" in neither.output
     tag_local = runner.invoke(app, ["publish", *base, "--to", str(tmp_path / "f2"), "--tag", "v0.1.0"])
     assert tag_local.exit_code == 2 and not (tmp_path / "f2").exists()
+
+
+def test_a_version_whose_filter_kept_nothing_says_so(tmp_path: Path):
+    # an annotator whose every final verdict is wrong: the verdict rule drops every critique
+    careless = [*OVERRIDES, "models.annotator.error_rate=1.0"]
+    cfg = load_config(QUICKSTART, [f"run_dir={tmp_path / 'run'}", *careless])
+    Runner(cfg, show_progress=False).build("filter")
+    assert read_manifest(cfg.run_path / "filter")["rows"] == 0
+    out = build_publication(cfg, ExportOptions(test_fraction=0.3))
+    assert "filtered" not in out.splits and "paths" in out.splits
+    card = out.files["README.md"].decode()
+    assert "The filter kept no critique" in card and "Fields of `filtered`" not in card
+    res = CliRunner().invoke(app, ["export", "-c", str(QUICKSTART), "--set", f"run_dir={tmp_path / 'run'}",
+                                   *[x for o in careless for x in ("--set", o)]])
+    assert res.exit_code == 0 and "kept no critique" in res.output

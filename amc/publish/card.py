@@ -200,6 +200,7 @@ def render_card(*, run: RunData, options: ExportOptions, splits: dict[str, dict[
         "configs": [{"name": c, "description": CONFIG_DESCRIPTIONS.get(c, ""), "splits": s,
                      "columns": columns.get(c, [])} for c, s in splits.items()],
         "default_config": next(iter(splits), "filtered"), "filtered_fields": FILTERED_FIELDS,
+        "config_names": list(splits),
         "distributions": [{"title": d.title, "table": d.table(), "plot": d.plot_path} for d in dists],
         "funnel": funnel(run), "provenance": provenance(run), "sample": sample_row(sample),
         "config_yaml": yaml.safe_dump(public_config(cfg), sort_keys=False, allow_unicode=True, width=1000),
