@@ -185,7 +185,9 @@ def test_step_labels_and_rejects_configs(cfg, tmp_path: Path):
     assert all(len(r["soft_labels"]) == len(r["steps"]) for r in got)
     for split, t in tables["step_labels"].items():
         assert all(split_of(pid, 0.3) == split for pid in t.column("problem_id").to_pylist())
-    rejects = tables["rejects"]["train"].to_pylist()
+    for split, t in tables["rejects"].items():
+        assert all(split_of(row["row_id"].split("/")[0], 0.3) == split for row in t.to_pylist())
+    rejects = [row for t in tables["rejects"].values() for row in t.to_pylist()]
     boom = {"stage": "sample", "row_id": "synthetic-00001/sample", "reason": "engine_error", "detail": "boom"}
     assert boom in rejects
     counted = {name: read_manifest(cfg.run_path / name)["rejects"] for name in ("sample", "inject", "critique")}

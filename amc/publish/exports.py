@@ -278,8 +278,9 @@ def build_tables(run: RunData, options: ExportOptions) -> dict[str, dict[str, pa
         tables["step_labels"] = {s: labels.filter(m) for s, m in masks.items() if labels.filter(m).num_rows}
     if options.include_rejects:
         rejects = sorted(run.rejects, key=lambda r: (r.stage, r.row_id, r.reason))
-        # Rejects are diagnostics, not data to train on: one split, no problem-level hashing.
-        tables["rejects"] = {"train": pa.Table.from_pylist([r.model_dump() for r in rejects], schema=REJECTS_SCHEMA)}
+        # Split by problem like every other config, so that no row about a test problem sits in train.
+        tables["rejects"] = _split([(_problem_of_row_id(r.row_id), r.model_dump()) for r in rejects],
+                                   REJECTS_SCHEMA, f)
     return {name: tables[name] for name in CONFIG_ORDER if tables.get(name) and any(
         t.num_rows for t in tables[name].values())}
 
