@@ -200,7 +200,8 @@ def load_file_problems(cfg: FileSource) -> list[Problem]:
     """
     path = Path(cfg.path)
     if not path.is_file():
-        raise InputError(str(path), None, None, "file not found")
+        # relative paths are read from the working directory, not from the pipeline file's folder: say where
+        raise InputError(str(path), None, None, f"file not found (looked at {path.resolve()})")
     fmt = _infer_format(path, cfg.format)
     if fmt == "jsonl":
         rows: Iterator[tuple[RowPlace, Any]] = _jsonl_rows(path, cfg.limit)
