@@ -105,6 +105,8 @@ def status(
     for name, s in info["stages"].items():
         if s.get("funnel") and name in ("sample", "inject", "critique", "filter"):
             out.print(_funnel_table(name, s["funnel"]))
+    if info["building"]:
+        out.print("a build is running in this run directory now: partial stages are being written")
     if info["last_build"]:
         req = info["last_build"]["requests"]
         out.print(f"last build: {req['made']} engine requests made, {req['cached']} served from the cache")

@@ -173,12 +173,16 @@ def test_two_builds_never_share_a_run_directory(tmp_path):
     from amc.errors import AmcError
 
     cfg = load_config(QUICKSTART, [f"run_dir={tmp_path}", "source.count=4"])
+    from amc.engine.status import run_status
+
     with open(tmp_path / ".lock", "w") as fh:  # as if another build held the directory
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(AmcError, match="another build is running"):
             Runner(cfg, show_progress=False).build("sample")
+        assert run_status(cfg)["building"] is True
     Runner(cfg, show_progress=False).build("sample")  # released: builds
     assert read_manifest(tmp_path / "sample")["status"] == "done"
+    assert run_status(cfg)["building"] is False
 
 
 def test_written_files_are_readable_by_others(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+from pathlib import Path
 from typing import Any
 
 from amc.config import PipelineConfig
@@ -38,4 +40,19 @@ def run_status(cfg: PipelineConfig) -> dict[str, Any]:
         }
     build_file = run_dir / "build.json"
     last_build = json.loads(build_file.read_text()) if build_file.is_file() else None
-    return {"name": cfg.name, "run_dir": str(run_dir), "stages": stages, "last_build": last_build}
+    return {"name": cfg.name, "run_dir": str(run_dir), "building": build_running(run_dir), "stages": stages,
+            "last_build": last_build}
+
+
+def build_running(run_dir: Path) -> bool:
+    """True while a build holds the run directory's lock (see :func:`amc.engine.runner.Runner.build`)."""
+    lock = run_dir / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
