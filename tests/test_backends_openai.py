@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("httpx")
-
 from amc.backends import Backend, GenerationRequest, Message, SamplingParams, create  # noqa: E402
 from amc.backends.openai import OpenAIBackend  # noqa: E402
 from amc.config import ModelConfig  # noqa: E402

@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
+from _requests import PARTIAL, QUESTION, ask, continue_partial
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from amc.backends import Backend, GenerationRequest, Message, SamplingParams, create  # noqa: E402
-from amc.backends.transformers import TransformersBackend  # noqa: E402
-from amc.config import ModelConfig  # noqa: E402
-from amc.testing import build_tiny_llama  # noqa: E402
-
-QUESTION = "Ann has 12 apples and buys 30 more. How many apples does Ann have now?"
-PARTIAL = "Step 1: 12 + 30 ="
+from amc.backends import Backend, GenerationRequest, Message, SamplingParams, create
+from amc.backends.transformers import TransformersBackend
+from amc.config import ModelConfig
+from amc.testing import build_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +25,6 @@ def backend(tiny_model: Path) -> TransformersBackend:
     b = TransformersBackend(ModelConfig(engine="transformers", model=str(tiny_model), dtype="float32", batch_size=4))
     yield b
     b.close()
-
-
-def ask(rid: str, content: str = QUESTION, **params) -> GenerationRequest:
-    return GenerationRequest(id=rid, role="actor", messages=[Message(role="user", content=content)],
-                             params=SamplingParams(**params))
-
-
-def continue_partial(rid: str, **params) -> GenerationRequest:
-    return GenerationRequest(
-        id=rid, role="actor", continue_final_message=True, params=SamplingParams(**params),
-        messages=[Message(role="user", content=QUESTION), Message(role="assistant", content=PARTIAL)],
-    )
 
 
 def texts(response) -> list[str]:

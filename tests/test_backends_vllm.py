@@ -41,11 +41,10 @@ from amc.testing import build_tiny_llama  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _engine_pipeline import build_and_check, engine_pipeline  # noqa: E402
+from _requests import PARTIAL, QUESTION, ask, continue_partial  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
-QUESTION = "Ann has 12 apples and buys 30 more. How many apples does Ann have now?"
-PARTIAL = "Step 1: 12 + 30 ="
 SERVER_START_S = 300  # ~40 s on a 2-core machine; generous for a loaded CI box
 
 
@@ -53,18 +52,6 @@ SERVER_START_S = 300  # ~40 s on a 2-core machine; generous for a loaded CI box
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # positions for 2048 tokens, so that the pipeline's critique prompts fit on the server
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-vllm"), max_position_embeddings=2048)
-
-
-def ask(rid: str, content: str = QUESTION, **params) -> GenerationRequest:
-    return GenerationRequest(id=rid, role="actor", messages=[Message(role="user", content=content)],
-                             params=SamplingParams(**params))
-
-
-def continue_partial(rid: str, **params) -> GenerationRequest:
-    return GenerationRequest(
-        id=rid, role="actor", continue_final_message=True, params=SamplingParams(**params),
-        messages=[Message(role="user", content=QUESTION), Message(role="assistant", content=PARTIAL)],
-    )
 
 
 def token_count(tiny_model: Path, text: str) -> int:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amc.critique_format import (
     ParsedCritique,
@@ -254,7 +256,7 @@ def test_unreadable_verdicts_are_named_in_problems() -> None:
 
 
 def test_rendered_json_matches_the_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     schema = critique_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(render_json(VERDICTS, True, "ok")), schema)
@@ -325,25 +327,19 @@ def test_parsers_never_raise(raw: object, fmt: str) -> None:
         assert all(0 <= v.index < len(steps) for v in parsed.step_verdicts) if steps is not None else True
 
 
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # hypothesis is not a dependency: the fixed cases above still run
-    given = None
+_LINES = st.sampled_from(
+    ["Step sentence: a", "Correctness of the step: Wrong", "**Correctness of the step:** Right", "Explanation:",
+     "Correctness of the final answer: Correct", "Step 2:", "---", "", "```json", '{"steps": [', "}"]
+)  # fmt: skip
 
-if given is not None:
-    _LINES = st.sampled_from(
-        ["Step sentence: a", "Correctness of the step: Wrong", "**Correctness of the step:** Right", "Explanation:",
-         "Correctness of the final answer: Correct", "Step 2:", "---", "", "```json", '{"steps": [', "}"]
-    )  # fmt: skip
 
-    @settings(max_examples=300, deadline=None)
-    @given(st.lists(st.one_of(_LINES, st.text(max_size=40)), max_size=30).map("\n".join))
-    def test_parsers_never_raise_on_generated_text(raw: str) -> None:
-        for fmt in ("text", "json"):
-            for steps in (None, STEPS):
-                parsed = parse(raw, fmt, steps)  # type: ignore[arg-type]
-                assert (
-                    parsed.status
-                    == ("failed", "partial", "ok")[bool(parsed.step_verdicts) + (parsed.final_verdict is not None)]
-                )
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_LINES, st.text(max_size=40)), max_size=30).map("\n".join))
+def test_parsers_never_raise_on_generated_text(raw: str) -> None:
+    for fmt in ("text", "json"):
+        for steps in (None, STEPS):
+            parsed = parse(raw, fmt, steps)  # type: ignore[arg-type]
+            assert (
+                parsed.status
+                == ("failed", "partial", "ok")[bool(parsed.step_verdicts) + (parsed.final_verdict is not None)]
+            )
