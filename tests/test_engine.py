@@ -164,3 +164,9 @@ def test_a_template_edit_without_a_version_bump_still_rebuilds(tmp_path):
     (mine / "_critique_body.jinja").write_text((BUILTIN_DIR / "_critique_body.jinja").read_text() + "\nBe brief.")
     partial = expected_fingerprints(config_from_dict({"name": "x", "prompts_dir": str(mine)}))
     assert partial["critique"] != base["critique"] and partial["sample"] == base["sample"]
+
+
+def test_shard_size_is_part_of_the_content():
+    a = expected_fingerprints(config_from_dict({"name": "x", "shard_size": 8}))
+    b = expected_fingerprints(config_from_dict({"name": "x", "shard_size": 16}))
+    assert all(a[s] != b[s] for s in a)

@@ -14,7 +14,8 @@ class ProblemsStage(Stage):
     output = Problem
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
-        return {"source": [src.model_dump() for src in cfg.sources], "seed": cfg.seed}
+        # shard_size is here because shards are the unit of per-shard work downstream (balance), so it is content
+        return {"source": [src.model_dump() for src in cfg.sources], "seed": cfg.seed, "shard_size": cfg.shard_size}
 
     def load(self, cfg: PipelineConfig) -> list[Problem]:
         """All problems of every source, in order; raises :class:`~amc.errors.InputError` on the first bad row or
