@@ -23,9 +23,10 @@ from amc.engine.runner import Runner, read_manifest
 from amc.engine.store import read_records, write_records
 from amc.prompts import load_template
 from amc.publish import ExportOptions, PublishError, build_publication, publish_local, split_of
-from amc.publish.card import public_config, redact
+from amc.publish.card import public_config
 from amc.publish.exports import read_run
 from amc.records import FilterDecision, Reject
+from amc.redact import redact
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"

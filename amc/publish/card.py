@@ -23,7 +23,7 @@ from amc.config import HubSource, PipelineConfig, SyntheticSource
 from amc.prompts import load_template
 from amc.publish.exports import CONFIG_DESCRIPTIONS, ExportOptions, RunData
 from amc.publish.plots import Distribution
-from amc.redact import REDACTED, redact, redact_text  # noqa: F401  (re-exported for callers of the card)
+from amc.redact import redact, redact_text
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
 CARD_TEMPLATE = "dataset_card.md.jinja"

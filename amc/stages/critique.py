@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from amc.backends.base import GenerationRequest, SamplingParams
-from amc.config import PipelineConfig
+from amc.config import CritiqueHints, PipelineConfig
 from amc.critique_format import critique_json_schema, parse
 from amc.records import Critique, Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, derive_seed, model_slice, reject_for
@@ -55,8 +55,7 @@ def hint_names(hints: dict[str, Any]) -> list[str]:
     """Names of the hints actually given (as in the config's ``hints`` block), recorded on each critique."""
     given = {"error_location" if name in ("error_step", "error_type") else name
              for name, value in hints.items() if value not in (None, False, "")}
-    return [name for name in ("reference_answer", "reference_solution", "error_location", "verifier_feedback",
-                              "stop_at_first_error") if name in given]
+    return [name for name in CritiqueHints.model_fields if name in given]
 
 
 class CritiqueStage(Stage):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from amc.answers import extract, verify_many
-from amc.backends.base import GenerationRequest, Message, SamplingParams
+from amc.backends.base import GenerationRequest, SamplingParams
 from amc.config import FilterRules, PipelineConfig
 from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, Reject, StepLabels
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
-from amc.stages.flawed.common import norm
+from amc.stages.flawed.common import continuation_messages, norm
 from amc.steps import split
 
 
@@ -128,12 +128,11 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[Ste
     the soft label is the share of graded rollouts that reaches the reference answer, the hard label whether any
     does. A path with a prefix whose rollouts all failed or were cut off gets no labels but a reject row."""
     cfg = ctx.cfg.stages.filter.step_labels
-    solve = ctx.template(ctx.cfg.stages.sample.template)
     requests, owners = [], []
     for p in paths:
         for i in range(len(p.steps)):
             prefix = p.steps[: i + 1]
-            messages = [*solve.render(question=p.question), Message(role="assistant", content="\n".join(prefix) + "\n")]
+            messages, solve = continuation_messages(ctx, p.question, prefix)
             requests.append(GenerationRequest(
                 id=f"{p.id}/rollout/{i}", role="actor", messages=messages, continue_final_message=True,
                 params=SamplingParams(n=cfg.rollouts, seed=ctx.seed(p.id, "rollout", i), **cfg.sampling.model_dump()),

@@ -21,7 +21,7 @@ from amc.steps import solution_steps, split
 
 def solve_request(ctx: StageContext, problem: Problem, template: str, purpose: str, n: int, sampling: Any,
                   seed: int) -> GenerationRequest:
-    """The actor's request to solve ``problem`` from scratch (also used by the filter's rollouts)."""
+    """The actor's request to solve ``problem`` from scratch."""
     tmpl = ctx.template(template)
     return GenerationRequest(
         id=f"{problem.id}/{purpose}",

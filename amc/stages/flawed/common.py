@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 from amc.backends.base import GenerationRequest, GenerationResponse, Message, SamplingParams
 from amc.config import KDistribution, Sampling
+from amc.prompts import Template
 from amc.records import ReasoningPath, Reject, Strategy
 from amc.stages.base import StageContext, derive_seed, reject_for
 from amc.stages.sample import grade_paths
@@ -101,16 +102,23 @@ def bases_by_problem(rows: list[ReasoningPath], prefer: str = "sample") -> dict[
     return out
 
 
+def continuation_messages(ctx: StageContext, question: str, prefix: list[str]) -> tuple[list[Message], Template]:
+    """The solve prompt followed by ``prefix`` as a partial assistant turn to continue (none when it is empty),
+    and the template it was rendered from."""
+    solve = ctx.template(ctx.cfg.stages.sample.template)
+    messages = solve.render(question=question)
+    if prefix:
+        messages = [*messages, Message(role="assistant", content="\n".join(prefix) + "\n")]
+    return messages, solve
+
+
 def continue_request(ctx: StageContext, base: ReasoningPath, prefix: list[str], path_id: str, sampling: Sampling,
                      context: dict[str, Any]) -> GenerationRequest:
     """The actor's request to finish ``prefix`` (a partial assistant turn) as a solution of ``base``'s problem.
 
     An empty prefix is a plain solve request: some servers refuse an empty assistant turn to continue.
     """
-    solve = ctx.template(ctx.cfg.stages.sample.template)
-    messages = solve.render(question=base.question)
-    if prefix:
-        messages = [*messages, Message(role="assistant", content="\n".join(prefix) + "\n")]
+    messages, solve = continuation_messages(ctx, base.question, prefix)
     return GenerationRequest(
         id=f"{path_id}/continue", role="actor", messages=messages, continue_final_message=bool(prefix),
         params=SamplingParams(n=1, seed=ctx.seed(path_id, "continue"), **sampling.model_dump()),
