@@ -1,0 +1,3 @@
+from amc.cli import app
+
+app()

@@ -1,0 +1,34 @@
+"""What every command module shares: the typer app, the error console, common options, loading a pipeline file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from amc.errors import AmcError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build step-level critique datasets for math.")
+console = Console(stderr=True)
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Pipeline file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set stages.filter.k=2")]
+
+
+def fail(exc: Exception | str) -> NoReturn:
+    """Print one red error line and exit 2 (never a traceback for an expected error)."""
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def load_pipeline(config: Path, overrides: list[str] | None):
+    """Load and validate a pipeline file with its ``--set`` overrides, or fail with one clear line."""
+    from amc.config import load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except AmcError as exc:
+        fail(exc)
