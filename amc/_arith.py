@@ -60,14 +60,84 @@ _OPS = {"mul": "*", "div": "/", "pow": "^", "plus": "+", "minus": "-"}
 _WORD_OPS = {"x": "*", "X": "*", "times": "*", "plus": "+", "minus": "-"}
 # Words that are never units between a number and an operator ("2 times the number + 3" is not "2 + 3").
 _STOP = {
-    "the", "a", "an", "of", "and", "or", "to", "is", "are", "was", "were", "be", "per", "each", "more", "less",
-    "than", "that", "this", "these", "it", "its", "in", "on", "for", "by", "from", "with", "as", "at", "total",
-    "number", "times", "so", "then", "which", "who", "what", "if", "not", "all", "already", "up",
-    "because", "since", "thus", "hence", "therefore", "but", "when", "after", "before", "while", "where",
+    "the",
+    "a",
+    "an",
+    "of",
+    "and",
+    "or",
+    "to",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "per",
+    "each",
+    "more",
+    "less",
+    "than",
+    "that",
+    "this",
+    "these",
+    "it",
+    "its",
+    "in",
+    "on",
+    "for",
+    "by",
+    "from",
+    "with",
+    "as",
+    "at",
+    "total",
+    "number",
+    "times",
+    "so",
+    "then",
+    "which",
+    "who",
+    "what",
+    "if",
+    "not",
+    "all",
+    "already",
+    "up",
+    "because",
+    "since",
+    "thus",
+    "hence",
+    "therefore",
+    "but",
+    "when",
+    "after",
+    "before",
+    "while",
+    "where",
 }
 _GLUED_UNITS = {
-    "cm", "mm", "km", "kg", "mg", "lb", "lbs", "oz", "ft", "mi", "ml", "hr", "hrs", "min", "sec", "pm", "am", "mph",
-    "kph", "kb", "mb", "gb",
+    "cm",
+    "mm",
+    "km",
+    "kg",
+    "mg",
+    "lb",
+    "lbs",
+    "oz",
+    "ft",
+    "mi",
+    "ml",
+    "hr",
+    "hrs",
+    "min",
+    "sec",
+    "pm",
+    "am",
+    "mph",
+    "kph",
+    "kb",
+    "mb",
+    "gb",
 }
 
 
@@ -97,9 +167,18 @@ def _tokenize(text: str, deadline: float = float("inf")) -> list[_Tok]:
             pass  # absurdly long literals are data, not arithmetic (and int() refuses > 4300 digits)
         elif kind == "num":
             lit = m.group("num")
-            tok = replace(tok, kind="NUM", text=lit, end=m.end("num"), stop=e, percent=m.group("pct") is not None,
-                          value=sympy.Rational(_digits(lit)), grouped=len(lit) > len(_digits(lit)),
-                          decimals=len(lit.split(".")[1]) if "." in lit else 0, approx=m.group("dots") is not None)
+            tok = replace(
+                tok,
+                kind="NUM",
+                text=lit,
+                end=m.end("num"),
+                stop=e,
+                percent=m.group("pct") is not None,
+                value=sympy.Rational(_digits(lit)),
+                grouped=len(lit) > len(_digits(lit)),
+                decimals=len(lit.split(".")[1]) if "." in lit else 0,
+                approx=m.group("dots") is not None,
+            )
             if m.group("rep"):  # 0.1\overline{6} is 1/6 exactly
                 digits, r = lit.replace(",", "").replace(".", ""), m.group("repd")
                 tok.value = sympy.Rational(int(digits + r) - int(digits), 10**tok.decimals * (10 ** len(r) - 1))
@@ -142,6 +221,7 @@ def _word_group(toks: list[_Tok], j: int) -> int | None:
 
 def _words_to_ops(toks: list[_Tok]) -> list[_Tok]:
     """Read 'x', 'times', 'of' between numbers as operators, glued letters as variables, and drop unit words."""
+
     def kind(i: int) -> str:
         return toks[i].kind if 0 <= i < len(toks) else "END"
 
@@ -154,8 +234,15 @@ def _words_to_ops(toks: list[_Tok]) -> list[_Tok]:
         operand_before, operand_after = kind(b) in ("NUM", "RP", "FACT"), kind(i + 1) in ("NUM", "LP", "FRAC", "SQRT")
         if t.text in _WORD_OPS and operand_before and operand_after and t.spaced == toks[i + 1].spaced:
             t.kind, t.op = "OP", _WORD_OPS[t.text]
-        elif t.text == "of" and operand_after and (kind(i - 1) == "RP" or kind(i - 1) == "NUM" and (
-                toks[i - 1].percent or kind(i - 2) == "OP" and toks[i - 2].op == "/")):
+        elif (
+            t.text == "of"
+            and operand_after
+            and (
+                kind(i - 1) == "RP"
+                or kind(i - 1) == "NUM"
+                and (toks[i - 1].percent or kind(i - 2) == "OP" and toks[i - 2].op == "/")
+            )
+        ):
             t.kind, t.op = "OP", "*"  # "20% of 50", "1/3 of 18", "\frac{1}{3} of 18"
         elif not t.spaced and kind(i - 1) in ("NUM", "RP") and t.text.lower() not in _GLUED_UNITS:
             t.kind = "VAR"  # "2x", "3ab", "(a+b)c", "1st"; but "5cm" and "3pm" are units
@@ -286,8 +373,19 @@ class _Parser:
             if whole and n1 is not None and n1.kind == "FRAC" and not n1.spaced:
                 self.ops += 1
                 return value + self.atom()  # mixed number "2\\frac{1}{2}"
-            if whole and n1 and n2 and n3 and n1.kind == n3.kind == "NUM" and n2.op == "/" and not n2.spaced \
-                    and not n3.spaced and n1.value.is_Integer and n3.value.is_Integer and 0 < n1.value < n3.value:
+            if (
+                whole
+                and n1
+                and n2
+                and n3
+                and n1.kind == n3.kind == "NUM"
+                and n2.op == "/"
+                and not n2.spaced
+                and not n3.spaced
+                and n1.value.is_Integer
+                and n3.value.is_Integer
+                and 0 < n1.value < n3.value
+            ):
                 self.i += 3
                 return value + n1.value / n3.value  # mixed number "1 1/2"
             if n1 and n2 and n1.op == "/" and not n1.spaced and not n2.spaced and n2.kind == "NUM" and n2.value:
@@ -349,7 +447,8 @@ def _streams(text: str, deadline: float = float("inf")) -> list[tuple[list[_Tok]
     """(tokens, note index or -1, echo span) for the visible text, where notes are transparent, and each note."""
     toks = _tokenize(text, deadline)
     out: list[tuple[list[_Tok], int, tuple[int, int] | None]] = [
-        (_words_to_ops([t for t in toks if t.note < 0]), -1, None)]
+        (_words_to_ops([t for t in toks if t.note < 0]), -1, None)
+    ]
     for i, t in enumerate(toks):
         if t.kind == "NCLOSE":
             nxt = toks[i + 1] if i + 1 < len(toks) else None

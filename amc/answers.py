@@ -357,9 +357,7 @@ def verify(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
     return verify_many([(gold, pred)], timeout=timeout, workers=1)[0]
 
 
-def verify_many(
-    pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int = 2
-) -> list[bool]:
+def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int = 2) -> list[bool]:
     """``verify`` on many (gold, pred) pairs: plain numbers in-process, the rest across ``workers`` processes.
 
     Batches from several threads take turns on the shared pool, so that one caller's stuck pair never eats into

@@ -80,11 +80,22 @@ SourceConfig = Annotated[SyntheticSource | FileSource | HubSource, Field(discrim
 
 # --------------------------------------------------------------------------------------------- models
 # Settings that change how a model is run, not what it answers: left out of request-cache keys.
-OPERATIONAL_FIELDS = frozenset({
-    "api_key_env", "max_concurrency", "timeout", "max_retries", "retry_backoff", "retry_max_backoff",
-    "gpu_memory_utilization", "tensor_parallel_size", "batch_size", "enable_prefix_caching", "enforce_eager",
-    "max_model_len",
-})
+OPERATIONAL_FIELDS = frozenset(
+    {
+        "api_key_env",
+        "max_concurrency",
+        "timeout",
+        "max_retries",
+        "retry_backoff",
+        "retry_max_backoff",
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "batch_size",
+        "enable_prefix_caching",
+        "enforce_eager",
+        "max_model_len",
+    }
+)
 
 
 class ModelConfig(Strict):
@@ -121,7 +132,6 @@ class ModelConfig(Strict):
     device: str = "cpu"
     batch_size: int = Field(default=8, ge=1)
 
-
     def identity(self) -> dict[str, Any]:
         """The settings besides engine, model and revision that change what the model answers (a server's URL,
         dtype, extra request fields, the sim's error rate): part of every request-cache key. Only values that
@@ -129,6 +139,7 @@ class ModelConfig(Strict):
         data = self.model_dump(exclude={"engine", "model", "revision"} | OPERATIONAL_FIELDS)
         defaults = ModelConfig(engine=self.engine).model_dump()
         return {k: v for k, v in data.items() if v != defaults.get(k)}
+
 
 class Models(Strict):
     actor: ModelConfig = Field(default_factory=ModelConfig)
@@ -157,20 +168,35 @@ class ErrorType(Strict):
 
 
 DEFAULT_ERROR_TYPES: list[ErrorType] = [
-    ErrorType(name="calculation", description="An arithmetic result is computed wrongly.",
-              example="12 * 4 = 46"),
-    ErrorType(name="wrong_operation", description="The wrong operation is applied to the right numbers.",
-              example="adds the discount instead of subtracting it"),
-    ErrorType(name="misread_quantity", description="A number from the question is copied wrongly.",
-              example="uses 15 apples where the question says 51"),
-    ErrorType(name="missing_condition", description="A condition of the question is ignored.",
-              example="forgets that two of the eggs were broken"),
-    ErrorType(name="wrong_formula", description="A wrong formula or rule is used.",
-              example="area of a circle = 2 * pi * r"),
-    ErrorType(name="logical_leap", description="A conclusion that does not follow from the previous steps.",
-              example="so the train must arrive first"),
-    ErrorType(name="units_or_percentages", description="Units or percentages are mishandled.",
-              example="20% of 50 = 20 * 50 = 1000"),
+    ErrorType(name="calculation", description="An arithmetic result is computed wrongly.", example="12 * 4 = 46"),
+    ErrorType(
+        name="wrong_operation",
+        description="The wrong operation is applied to the right numbers.",
+        example="adds the discount instead of subtracting it",
+    ),
+    ErrorType(
+        name="misread_quantity",
+        description="A number from the question is copied wrongly.",
+        example="uses 15 apples where the question says 51",
+    ),
+    ErrorType(
+        name="missing_condition",
+        description="A condition of the question is ignored.",
+        example="forgets that two of the eggs were broken",
+    ),
+    ErrorType(
+        name="wrong_formula", description="A wrong formula or rule is used.", example="area of a circle = 2 * pi * r"
+    ),
+    ErrorType(
+        name="logical_leap",
+        description="A conclusion that does not follow from the previous steps.",
+        example="so the train must arrive first",
+    ),
+    ErrorType(
+        name="units_or_percentages",
+        description="Units or percentages are mishandled.",
+        example="20% of 50 = 20 * 50 = 1000",
+    ),
     ErrorType(name="sign", description="A sign error.", example="5 - 8 = 3"),
 ]
 
@@ -369,8 +395,12 @@ class PipelineConfig(Strict):
             if isinstance(src, dict) and "kind" not in src:
                 data = {**data, "source": {"kind": "synthetic", **src}}
             elif isinstance(src, list):
-                data = {**data, "source": [{"kind": "synthetic", **x} if isinstance(x, dict) and "kind" not in x
-                                           else x for x in src]}
+                data = {
+                    **data,
+                    "source": [
+                        {"kind": "synthetic", **x} if isinstance(x, dict) and "kind" not in x else x for x in src
+                    ],
+                }
         return data
 
     @property
@@ -410,8 +440,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             elif not isinstance(nxt, dict):
                 # never replace a list or a value silently: `source.count=8` on a list of sources is a mistake
                 where = ".".join(path[: depth + 1])
-                raise ConfigError("--set", text, f"'{where}' is a {type(nxt).__name__}, not a mapping; "
-                                  f"set it whole instead, e.g. --set '{where}=...'")
+                raise ConfigError(
+                    "--set",
+                    text,
+                    f"'{where}' is a {type(nxt).__name__}, not a mapping; "
+                    f"set it whole instead, e.g. --set '{where}=...'",
+                )
             node = nxt
         node[path[-1]] = value
     return data

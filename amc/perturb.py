@@ -35,8 +35,17 @@ __all__ = ["Perturbation", "InjectedPath", "perturb_step", "inject", "MODES"]
 MODES = ("result", "operand", "operator")
 # Same-style replacements for a swapped operator: "\times" becomes "\div" or "+", never "/".
 _SWAPS = {
-    "+": ["-", "*"], "-": ["+", "*"], "*": ["+", "/"], "/": ["*", "-"], "x": ["+", "/"], "×": ["+", "÷"],
-    "÷": ["×", "-"], "·": ["+", "/"], "\\times": ["+", "\\div"], "\\cdot": ["+", "\\div"], "\\div": ["\\times", "-"],
+    "+": ["-", "*"],
+    "-": ["+", "*"],
+    "*": ["+", "/"],
+    "/": ["*", "-"],
+    "x": ["+", "/"],
+    "×": ["+", "÷"],
+    "÷": ["×", "-"],
+    "·": ["+", "/"],
+    "\\times": ["+", "\\div"],
+    "\\cdot": ["+", "\\div"],
+    "\\div": ["\\times", "-"],
     "−": ["+", "*"],
 }
 _ATTEMPTS = 12
@@ -85,18 +94,25 @@ def _units(step: str) -> list[_Unit]:
         units.append(_Unit(c, twin, [c.result_span] + ([twin.result_span] if twin else [])))
     for n in notes:
         if not any(u.twin is n for u in units):
-            echo = [n.echo_span] if n.echo_span and _literal_at(step, n.echo_span) == _literal_at(step, n.result_span) \
+            echo = (
+                [n.echo_span]
+                if n.echo_span and _literal_at(step, n.echo_span) == _literal_at(step, n.result_span)
                 else []
+            )
             units.append(_Unit(n, None, [n.result_span, *echo]))
     return units
 
 
 def _same_shape(step: str, a: Claim, b: Claim) -> bool:
     """Whether two claims have the same operands and operators in the same order (a step and its note)."""
+
     def shape(c: Claim) -> tuple[list, list]:
         inside = c.expr_span[0], c.expr_span[1]
-        return ([n.value for n in numbers(step) if inside[0] <= n.span[0] < inside[1]],
-                [o for (x, _), o in operators(step) if inside[0] <= x < inside[1]])
+        return (
+            [n.value for n in numbers(step) if inside[0] <= n.span[0] < inside[1]],
+            [o for (x, _), o in operators(step) if inside[0] <= x < inside[1]],
+        )
+
     return shape(a) == shape(b)
 
 
@@ -151,8 +167,9 @@ def _new_result(old: sympy.Rational, like: Number, rng: random.Random) -> sympy.
 
 def _main_claim(step: str, unit: _Unit) -> Claim | None:
     """The claim at the same place as ``unit.claim`` in a rewritten step (spans before the result do not move)."""
-    return next((c for c in claims(step) if c.expr_span[0] == unit.claim.expr_span[0]
-                 and c.in_note == unit.claim.in_note), None)
+    return next(
+        (c for c in claims(step) if c.expr_span[0] == unit.claim.expr_span[0] and c.in_note == unit.claim.in_note), None
+    )
 
 
 def _perturb_result(step: str, unit: _Unit, rng: random.Random) -> Perturbation | None:
@@ -164,8 +181,14 @@ def _perturb_result(step: str, unit: _Unit, rng: random.Random) -> Perturbation 
         got = _main_claim(out, unit)
         if got is not None and not got.true:
             end = max(b for _, b in unit.result_spans) + len(out) - len(step)
-            return Perturbation(out, like.text, text, f"result of {unit.claim.expr} changed from {like.text} to {text}",
-                                "result", (unit.claim.span[0], end))
+            return Perturbation(
+                out,
+                like.text,
+                text,
+                f"result of {unit.claim.expr} changed from {like.text} to {text}",
+                "result",
+                (unit.claim.span[0], end),
+            )
     return None
 
 
@@ -184,9 +207,14 @@ def _perturb_operand(step: str, unit: _Unit, rng: random.Random) -> Perturbation
         out = _splice(step, edits)
         got = _main_claim(out, unit)
         if got is not None and not got.true:
-            return Perturbation(out, unit.claim.result, unit.claim.result,
-                                f"operand {like.text} of {unit.claim.expr} changed to {text}", "operand",
-                                (unit.claim.span[0], unit.claim.span[1] + len(out) - len(step)))
+            return Perturbation(
+                out,
+                unit.claim.result,
+                unit.claim.result,
+                f"operand {like.text} of {unit.claim.expr} changed to {text}",
+                "operand",
+                (unit.claim.span[0], unit.claim.span[1] + len(out) - len(step)),
+            )
     return None
 
 
@@ -210,8 +238,14 @@ def _perturb_operator(step: str, unit: _Unit, rng: random.Random) -> Perturbatio
         out = _splice(step, edits)
         if all(c.true for c in claims(out)) and _main_claim(out, unit) is not None:
             end = max(b for _, b in unit.result_spans) + len(out) - len(step)
-            return Perturbation(out, like.text, text, f"operator {step[span[0]:span[1]]} in {c.expr} swapped for {sym}"
-                                f"; result now {text}", "operator", (c.span[0], end))
+            return Perturbation(
+                out,
+                like.text,
+                text,
+                f"operator {step[span[0] : span[1]]} in {c.expr} swapped for {sym}; result now {text}",
+                "operator",
+                (c.span[0], end),
+            )
     return None
 
 
@@ -255,8 +289,11 @@ def _carry(text: str, start: int, mapping: dict[sympy.Rational, sympy.Rational])
                 edits[n.span] = _format(mapping[n.value], n)
             continue
         c = unit.claim
-        inner = {(a - c.expr_span[0], b - c.expr_span[0]): t for (a, b), t in edits.items()
-                 if c.expr_span[0] <= a < c.expr_span[1]}
+        inner = {
+            (a - c.expr_span[0], b - c.expr_span[0]): t
+            for (a, b), t in edits.items()
+            if c.expr_span[0] <= a < c.expr_span[1]
+        }
         value = evaluate(_splice(text[c.expr_span[0] : c.expr_span[1]], inner), c.percent_as_number) if inner else None
         if value is None or value == c.value:
             continue

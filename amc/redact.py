@@ -23,6 +23,7 @@ _URL_SECRET_PARAM = re.compile(r"(?P<name>[?&][^=&#\s]*(?:key|token|secret|sig|p
 _RANDOM_LOOKING = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_\-+/=]{32,}$")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")  # git revisions and hashes are provenance, keep them
 
+
 def redact_text(text: str) -> str:
     """Credentials inside a string (tokens, URL passwords, signed query parameters) become ``<redacted>``."""
     text = _TOKEN_PATTERN.sub(REDACTED, text)
@@ -42,14 +43,16 @@ def redact(obj: Any) -> Any:
     {'max_tokens': 9, 'url': 'https://h/v1'}
     """
     if isinstance(obj, dict):
-        return {k: redact(v) for k, v in obj.items()
-                if not (_SECRET_KEY.search(str(k)) and not isinstance(v, bool | int | float))}
+        return {
+            k: redact(v)
+            for k, v in obj.items()
+            if not (_SECRET_KEY.search(str(k)) and not isinstance(v, bool | int | float))
+        }
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
     if isinstance(obj, str):
         return redact_text(obj)
     return obj
-
 
 
 def redact_secrets(text: str, secrets: Sequence[str] = ()) -> str:

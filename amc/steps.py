@@ -24,8 +24,18 @@ import sympy
 
 from amc._arith import _Invalid, _parse, _Refused, _streams, _Tok, _tokenize
 
-__all__ = ["split", "join", "solution_steps", "Claim", "Number", "claims", "numbers", "operators", "evaluate",
-           "first_false_arithmetic"]
+__all__ = [
+    "split",
+    "join",
+    "solution_steps",
+    "Claim",
+    "Number",
+    "claims",
+    "numbers",
+    "operators",
+    "evaluate",
+    "first_false_arithmetic",
+]
 
 
 def split(text: str) -> list[str]:
@@ -64,9 +74,38 @@ _CENTS_RE = re.compile(r"\s*(?:cents?\b|¢)")
 # A word joining its neighbour to the expression after it: "1 and 1/4 cup = ..." is not "1/4 = ...".
 _CONNECTIVES = {"and", "plus", "minus", "times", "by", "of", "over", "than", "with"}
 _FUNCS = {
-    "\\sin", "\\cos", "\\tan", "\\cot", "\\sec", "\\csc", "\\log", "\\ln", "\\lg", "\\exp", "\\max", "\\min",
-    "\\gcd", "\\lcm", "\\det", "\\binom", "\\arcsin", "\\arccos", "\\arctan", "\\overline", "\\bar", "\\hat", "\\vec",
-    "\\pm", "\\mp", "\\mathbb", "\\lfloor", "\\lceil", "\\pmod", "\\bmod", "\\mod", "\\operatorname",
+    "\\sin",
+    "\\cos",
+    "\\tan",
+    "\\cot",
+    "\\sec",
+    "\\csc",
+    "\\log",
+    "\\ln",
+    "\\lg",
+    "\\exp",
+    "\\max",
+    "\\min",
+    "\\gcd",
+    "\\lcm",
+    "\\det",
+    "\\binom",
+    "\\arcsin",
+    "\\arccos",
+    "\\arctan",
+    "\\overline",
+    "\\bar",
+    "\\hat",
+    "\\vec",
+    "\\pm",
+    "\\mp",
+    "\\mathbb",
+    "\\lfloor",
+    "\\lceil",
+    "\\pmod",
+    "\\bmod",
+    "\\mod",
+    "\\operatorname",
 }
 _ARITH = {"NUM", "OP", "LP", "RP", "FACT", "FRAC", "SQRT", "SUP"}
 _MAX_RUN = 120  # tokens on one side of "=": longer runs are not hand-written arithmetic
@@ -113,7 +152,6 @@ class Claim:
     result_unit: sympy.Expr = field(default=sympy.Integer(1), compare=False)
 
 
-
 def _glued_identifier(tok: _Tok | None, neighbour_spaced: bool) -> bool:
     """Whether ``tok`` beside an expression makes it part of something unreadable (a variable, a function)."""
     if tok is None:
@@ -123,8 +161,9 @@ def _glued_identifier(tok: _Tok | None, neighbour_spaced: bool) -> bool:
     return (tok.cmd or tok.kind == "WORD" and len(tok.text) == 1) and not neighbour_spaced
 
 
-def _close(value: sympy.Expr, target: sympy.Expr, decimals: int, approx: bool, unit: sympy.Expr,
-           rel: sympy.Expr = 0) -> bool:
+def _close(
+    value: sympy.Expr, target: sympy.Expr, decimals: int, approx: bool, unit: sympy.Expr, rel: sympy.Expr = 0
+) -> bool:
     """Exact equality, or agreement within the last decimal the stated result shows (10/3 = 3.33, 2/3 = 0.67),
     or within ``rel`` (relative) when the left side holds rounded decimals itself ("(2.8284)^2 = 8")."""
     diff = value - target
@@ -142,12 +181,16 @@ def _close(value: sympy.Expr, target: sympy.Expr, decimals: int, approx: bool, u
     return bool(size < abs(unit) * sympy.Rational(1, 10 ** min(decimals, 12)))
 
 
-
 def _fraction_at(stream: list[_Tok], i: int) -> bool:
     """Whether a fraction starts at ``stream[i]``: "1/4", "(2/3)", "\\frac{1}{4}" (for "1 and 1/4")."""
     i += i < len(stream) and stream[i].kind == "LP"
-    return i < len(stream) and (stream[i].kind == "FRAC" or stream[i].kind == "NUM" and i + 1 < len(stream)
-                                and stream[i + 1].op == "/" and not stream[i + 1].spaced)
+    return i < len(stream) and (
+        stream[i].kind == "FRAC"
+        or stream[i].kind == "NUM"
+        and i + 1 < len(stream)
+        and stream[i + 1].op == "/"
+        and not stream[i + 1].spaced
+    )
 
 
 def _left_side(stream: list[_Tok], e: int, deadline: float) -> list[_Tok] | None:
@@ -180,12 +223,17 @@ def _left_side(stream: list[_Tok], e: int, deadline: float) -> list[_Tok] | None
         return None  # the tail of a bigger expression: "\frac{x}{2} + 7 = 43"
     if before.kind == "NUM" and first.kind == "NUM" or _glued_identifier(before, first.spaced):
         return None  # "$100 000 x 10/100", "x_1 + 3", "2\pi + 3"
-    if first.kind in ("OP", "LP") and (before.kind == "VAR" or before.cmd or before.kind == "WORD" and (
-            first.op or len(before.text) == 1)):
+    if first.kind in ("OP", "LP") and (
+        before.kind == "VAR" or before.cmd or before.kind == "WORD" and (first.op or len(before.text) == 1)
+    ):
         return None  # "f(2 + 1) = 9", "\sin(30)", "the total - 3 = 4"
     two_back = stream[j - 2] if before is stream[j - 1] and j >= 2 else None
-    if before.text.lower() in _CONNECTIVES and two_back is not None and two_back.kind in ("NUM", "RP", "WORD") and (
-            _fraction_at(stream, j + s) or before.text.lower() != "and"):
+    if (
+        before.text.lower() in _CONNECTIVES
+        and two_back is not None
+        and two_back.kind in ("NUM", "RP", "WORD")
+        and (_fraction_at(stream, j + s) or before.text.lower() != "and")
+    ):
         return None  # "1 and 1/4 cup = 1.25 cups" is not "1/4 = 1.25"; "2 times 3 + 1 = 7" is not "3 + 1 = 7"
     return left[s:]
 
@@ -216,8 +264,12 @@ def _right_side(stream: list[_Tok], e: int) -> tuple[list[_Tok], int] | None:
         return None
     after = right[p] if p < len(right) else (stream[k] if k < len(stream) else None)
     goes_on = p < len(right) and after.kind != "RP" and (after.kind != "LP" or p + 1 < len(right) or not after.spaced)
-    if p <= first or goes_on or _glued_identifier(after, after is None or after.spaced) or (
-            after is not None and (after.kind == "OP" or after.text == "and" and _fraction_at(stream, k + 1))):
+    if (
+        p <= first
+        or goes_on
+        or _glued_identifier(after, after is None or after.spaced)
+        or (after is not None and (after.kind == "OP" or after.text == "and" and _fraction_at(stream, k + 1)))
+    ):
         return None
     return right[:p], first
 
@@ -253,19 +305,43 @@ def _judge(text: str, left: list[_Tok], right: list[_Tok], first: int) -> Claim 
     value, raw = default
     stated = sign * num.value * mults[0]
     # "410 \div 333 = 1 with a remainder of 77", "36/5 = 7 full pens": integer division, said so in words.
-    floor_div = value.is_Rational and not value.is_Integer and stated == sympy.floor(value) and bool(
-        _QUOTIENT_RE.search(text, right[-1].end, right[-1].end + 80))
+    floor_div = (
+        value.is_Rational
+        and not value.is_Integer
+        and stated == sympy.floor(value)
+        and bool(_QUOTIENT_RE.search(text, right[-1].end, right[-1].end + 80))
+    )
     return _make(text, left, right[: first + 1], num, floor_div, value, stated, mults[0], raw)
 
 
-def _make(text: str, left: list[_Tok], right: list[_Tok], num: _Tok | None, true: bool, value: sympy.Expr,
-          stated: sympy.Expr, unit: sympy.Expr, raw: bool) -> Claim:
+def _make(
+    text: str,
+    left: list[_Tok],
+    right: list[_Tok],
+    num: _Tok | None,
+    true: bool,
+    value: sympy.Expr,
+    stated: sympy.Expr,
+    unit: sympy.Expr,
+    raw: bool,
+) -> Claim:
     expr_span = (left[0].start, max(left[-1].end, left[-1].stop))
     res_span = (num.start, num.end) if num is not None else (right[0].start, max(right[-1].end, right[-1].stop))
     simple = num is not None and num.literal and stated == num.value * unit
-    return Claim(expr=text[expr_span[0] : expr_span[1]], result=text[res_span[0] : res_span[1]],
-                 span=(expr_span[0], res_span[1]), true=true, expr_span=expr_span, result_span=res_span, value=value,
-                 stated=stated, simple=simple, percent_as_number=raw, result_unit=unit, in_note=left[0].note >= 0)
+    return Claim(
+        expr=text[expr_span[0] : expr_span[1]],
+        result=text[res_span[0] : res_span[1]],
+        span=(expr_span[0], res_span[1]),
+        true=true,
+        expr_span=expr_span,
+        result_span=res_span,
+        value=value,
+        stated=stated,
+        simple=simple,
+        percent_as_number=raw,
+        result_unit=unit,
+        in_note=left[0].note >= 0,
+    )
 
 
 def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim]:
@@ -289,8 +365,12 @@ def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim
             j -= 1
         name = tuple(w.text.lower() for w in stream[j:e])
         end = e + 1 + (len(got[0]) if got else 0)
-        if got is None or not any(len(w) > 2 for w in name) or (j and stream[j - 1].kind in _ARITH) or (
-                end < len(stream) and stream[end].kind == "EQ"):
+        if (
+            got is None
+            or not any(len(w) > 2 for w in name)
+            or (j and stream[j - 1].kind in _ARITH)
+            or (end < len(stream) and stream[end].kind == "EQ")
+        ):
             continue
         if name in named and (c := _judge(text, named[name], *got)) is not None:
             found.append(c)
@@ -325,8 +405,11 @@ def claims(step: str, timeout: float = 1.0) -> list[Claim]:
 
 def numbers(text: str) -> list[Number]:
     """Every number literal of ``text`` (visible and in calculator notes), in order of position."""
-    return [Number(t.text, (t.start, t.end), t.value, t.decimals, t.grouped, t.percent, t.note >= 0)
-            for t in _tokenize(text) if t.kind == "NUM" and t.literal]
+    return [
+        Number(t.text, (t.start, t.end), t.value, t.decimals, t.grouped, t.percent, t.note >= 0)
+        for t in _tokenize(text)
+        if t.kind == "NUM" and t.literal
+    ]
 
 
 def operators(text: str) -> list[tuple[tuple[int, int], str]]:

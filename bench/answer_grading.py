@@ -45,8 +45,10 @@ def main() -> None:
         answers._kill_pool(answers._get_pool(workers))
         answers._get_pool(workers)  # warm: forked once, reused by every later call
         secs, ok = _timed(latex, workers=workers)
-        print(f"math500 via math-verify, workers={workers}: pairs={len(latex)} agree={ok} "
-              f"ms/pair={1000 * secs / len(latex):.2f}")
+        print(
+            f"math500 via math-verify, workers={workers}: pairs={len(latex)} agree={ok} "
+            f"ms/pair={1000 * secs / len(latex):.2f}"
+        )
 
     bad = [("5", "9^{9^{9^{9}}}"), ("5", "(10^{100000})!"), ("5", "\\sum_{k=1}^{10^9} k"), ("5", "10^{10^{10}}")]
     secs, ok = _timed(bad + latex[:20], timeout=1, workers=2)

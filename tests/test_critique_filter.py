@@ -16,16 +16,30 @@ from amc.stages.base import StageContext
 from amc.stages.critique import CritiqueStage
 from amc.stages.filter import FilterStage
 
-STEPS = ["She buys 3 packs of 4 pens, so 3 * 4 = 12 pens.", "She gives away 2, so 12 - 2 = 11 pens.",
-         "The answer is 11."]
-PROBLEM = Problem(id="p0", question="Pens?", answer="10", source="t",
-                  solution="3 * 4 = 12\n12 - 2 = 10\nThe answer is 10.")
+STEPS = [
+    "She buys 3 packs of 4 pens, so 3 * 4 = 12 pens.",
+    "She gives away 2, so 12 - 2 = 11 pens.",
+    "The answer is 11.",
+]
+PROBLEM = Problem(
+    id="p0", question="Pens?", answer="10", source="t", solution="3 * 4 = 12\n12 - 2 = 10\nThe answer is 10."
+)
 
 
 def _path(**kw) -> ReasoningPath:
-    base = dict(id="p0/inject/0", problem_id="p0", question="Pens?", reference_answer="10", steps=STEPS,
-                predicted_answer="11", correct=False, strategy="inject", generator="g", error_step=1,
-                error_type="calculation")
+    base = dict(
+        id="p0/inject/0",
+        problem_id="p0",
+        question="Pens?",
+        reference_answer="10",
+        steps=STEPS,
+        predicted_answer="11",
+        correct=False,
+        strategy="inject",
+        generator="g",
+        error_step=1,
+        error_type="calculation",
+    )
     base.update(kw)
     return ReasoningPath(**base)
 
@@ -43,8 +57,12 @@ class Scripted:
 
     def generate(self, requests):
         self.seen.extend(requests)
-        return [GenerationResponse(request_id=r.id, completions=[
-            Completion(text=self.answer(r, j)) for j in range(r.params.n)]) for r in requests]
+        return [
+            GenerationResponse(
+                request_id=r.id, completions=[Completion(text=self.answer(r, j)) for j in range(r.params.n)]
+            )
+            for r in requests
+        ]
 
     def close(self):
         pass
@@ -83,8 +101,16 @@ def _user_prompt(req: GenerationRequest) -> str:
     ],
 )
 def test_each_hint_reaches_the_prompt_and_the_record(hint, needle, name):
-    off = {f"stages.critique.hints.{h}": False for h in
-           ("reference_answer", "reference_solution", "error_location", "verifier_feedback", "stop_at_first_error")}
+    off = {
+        f"stages.critique.hints.{h}": False
+        for h in (
+            "reference_answer",
+            "reference_solution",
+            "error_location",
+            "verifier_feedback",
+            "stop_at_first_error",
+        )
+    }
     backend = Scripted(_good_critique)
     res = CritiqueStage().run([_path()], _ctx(backend, **{**off, f"stages.critique.hints.{hint}": True}))
     assert needle in _user_prompt(backend.seen[0])
@@ -98,8 +124,7 @@ def test_each_hint_reaches_the_prompt_and_the_record(hint, needle, name):
 
 def test_error_location_hint_only_for_known_errors():
     backend = Scripted(_good_critique)
-    CritiqueStage().run([_path(error_step=None, error_type=None, strategy="sample", id="p0/sample/0")],
-                        _ctx(backend))
+    CritiqueStage().run([_path(error_step=None, error_type=None, strategy="sample", id="p0/sample/0")], _ctx(backend))
     assert "first mistake" not in _user_prompt(backend.seen[0])
 
 
@@ -155,9 +180,16 @@ def test_share_of_correct_paths_is_critiqued():
 
 # ------------------------------------------------------------------------------------------------ filter rules
 def _critique(**kw) -> Critique:
-    base = dict(id="p0/inject/0/c0", path=_path(), annotator="a",
-                step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
-                first_error_step=1, final_verdict=False, raw="critique text", parse_status="ok")
+    base = dict(
+        id="p0/inject/0/c0",
+        path=_path(),
+        annotator="a",
+        step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
+        first_error_step=1,
+        final_verdict=False,
+        raw="critique text",
+        parse_status="ok",
+    )
     base.update(kw)
     return Critique(**base)
 
@@ -223,8 +255,10 @@ def test_math_shepherd_step_labels_on_sim(tmp_path):
     cache = RequestCache(tmp_path / "c.sqlite")
     sim = CachedBackend(SimBackend(ModelConfig(engine="sim", model="sim", error_rate=0.0)), cache)
     path = _path(steps=["3 * 4 = 12", "12 - 2 = 11", "The answer is 11."])
-    res = FilterStage().run([_critique(path=path)], _ctx(sim, **{"stages.filter.step_labels.enabled": True,
-                                                                  "stages.filter.step_labels.rollouts": 3}))
+    res = FilterStage().run(
+        [_critique(path=path)],
+        _ctx(sim, **{"stages.filter.step_labels.enabled": True, "stages.filter.step_labels.rollouts": 3}),
+    )
     (labels,) = res.extra["step_labels"]
     # before the wrong step every rollout recomputes the rest correctly; from the wrong step on, none can
     assert labels.soft_labels == [1.0, 0.0, 0.0]
@@ -257,11 +291,16 @@ def test_every_hint_and_rule_on_the_sim_engine(tmp_path, fmt):
     from amc.records import StepLabels as StepLabelRecord
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "pipelines" / "quickstart.yaml",
-                      [f"run_dir={tmp_path / 'run'}", "source.count=16", f"stages.critique.format={fmt}", *ALL_ON])
+    cfg = load_config(
+        root / "pipelines" / "quickstart.yaml",
+        [f"run_dir={tmp_path / 'run'}", "source.count=16", f"stages.critique.format={fmt}", *ALL_ON],
+    )
     Runner(cfg, show_progress=False).build("filter")
-    kept = [r for f in sorted((tmp_path / "run" / "filter" / "data").glob("*.parquet"))
-            for r in read_records(f, FilterDecision)]
+    kept = [
+        r
+        for f in sorted((tmp_path / "run" / "filter" / "data").glob("*.parquet"))
+        for r in read_records(f, FilterDecision)
+    ]
     assert kept
     for d in kept:
         c = d.critique
@@ -274,6 +313,9 @@ def test_every_hint_and_rule_on_the_sim_engine(tmp_path, fmt):
             # stop at the first error: no verdict after it
             assert max(v.index for v in c.step_verdicts) == c.first_error_step
         assert d.n_correct >= d.k and not any(r.correct and r.shortcut for r in d.refinements)
-    labels = [r for f in sorted((tmp_path / "run" / "filter" / "step_labels").glob("*.parquet"))
-              for r in read_records(f, StepLabelRecord)]
+    labels = [
+        r
+        for f in sorted((tmp_path / "run" / "filter" / "step_labels").glob("*.parquet"))
+        for r in read_records(f, StepLabelRecord)
+    ]
     assert labels and all(len(x.soft_labels) == len(x.steps) for x in labels)

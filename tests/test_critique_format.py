@@ -257,6 +257,7 @@ def test_unreadable_verdicts_are_named_in_problems() -> None:
 
 def test_rendered_json_matches_the_schema() -> None:
     import jsonschema
+
     schema = critique_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(render_json(VERDICTS, True, "ok")), schema)

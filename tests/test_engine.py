@@ -26,16 +26,23 @@ class Flaky:
         if self.mode == "error":
             return [GenerationResponse(request_id=r.id, error="HTTP 500") for r in requests]
         reason = "length" if self.mode == "length" else "stop"
-        return [GenerationResponse(request_id=r.id, completions=[Completion(text="x", finish_reason=reason)])
-                for r in requests]
+        return [
+            GenerationResponse(request_id=r.id, completions=[Completion(text="x", finish_reason=reason)])
+            for r in requests
+        ]
 
     def close(self):
         pass
 
 
 def _req(i: int = 0, **kw) -> GenerationRequest:
-    return GenerationRequest(id=f"r{i}", role="actor", messages=[Message(role="user", content=f"q{i}")],
-                             params=SamplingParams(n=2, seed=i), **kw)
+    return GenerationRequest(
+        id=f"r{i}",
+        role="actor",
+        messages=[Message(role="user", content=f"q{i}")],
+        params=SamplingParams(n=2, seed=i),
+        **kw,
+    )
 
 
 def test_cache_serves_repeats_and_ignores_ids(tmp_path):
@@ -94,16 +101,25 @@ def _sim(error_rate=0.0) -> SimBackend:
 
 
 def _ask(sim, context, n=1, seed=1):
-    req = GenerationRequest(id="r", role="actor", messages=[Message(role="user", content="q")],
-                            params=SamplingParams(n=n, seed=seed), context=context)
+    req = GenerationRequest(
+        id="r",
+        role="actor",
+        messages=[Message(role="user", content="q")],
+        params=SamplingParams(n=n, seed=seed),
+        context=context,
+    )
     return [c.text for c in sim.generate([req])[0].completions]
 
 
 def test_carry_propagates_a_wrong_value():
     steps = SOLUTION.splitlines()
     out = carry(steps, 0, "3 * 4 = 14 pens.")
-    assert out == ["3 * 4 = 14 pens.", "She gives away 2, so 14 - 2 = 12.", "Half of them: 12 / 2 = 6.",
-                   "The answer is 6."]
+    assert out == [
+        "3 * 4 = 14 pens.",
+        "She gives away 2, so 14 - 2 = 12.",
+        "Half of them: 12 / 2 = 6.",
+        "The answer is 6.",
+    ]
 
 
 def test_sim_actor_is_deterministic_and_errs_at_its_rate():
@@ -117,8 +133,12 @@ def test_sim_actor_is_deterministic_and_errs_at_its_rate():
 
 
 def test_sim_annotator_finds_the_first_error():
-    steps = ["3 * 4 = 12 pens.", "She gives away 2, so 12 - 2 = 11.", "Half of them: 11 / 2 = 5.5.",
-             "The answer is 5.5."]
+    steps = [
+        "3 * 4 = 12 pens.",
+        "She gives away 2, so 12 - 2 = 11.",
+        "Half of them: 11 / 2 = 5.5.",
+        "The answer is 5.5.",
+    ]
     (text,) = _ask(_sim(0.0), {"task": "critique", "steps": steps, "reference_answer": "5"})
     parsed = parse_text(text, steps)
     assert parsed.first_error_step == 1 and parsed.final_verdict is False
@@ -127,8 +147,12 @@ def test_sim_annotator_finds_the_first_error():
 
 
 def test_sim_refiner_fixes_from_the_flagged_step():
-    steps = ["3 * 4 = 12 pens.", "She gives away 2, so 12 - 2 = 11.", "Half of them: 11 / 2 = 5.5.",
-             "The answer is 5.5."]
+    steps = [
+        "3 * 4 = 12 pens.",
+        "She gives away 2, so 12 - 2 = 11.",
+        "Half of them: 11 / 2 = 5.5.",
+        "The answer is 5.5.",
+    ]
     texts = _ask(_sim(0.0), {"task": "refine", "steps": steps, "first_error_step": 1, "answer": "5"}, n=40)
     fixed = [t for t in texts if t.endswith("The answer is 5.") and len(t.splitlines()) == 4]
     shortcuts = [t for t in texts if t == "The answer is 5."]

@@ -78,11 +78,26 @@ def _ctx(cfg: PipelineConfig, **kw) -> tuple[StageContext, Engines]:
     return StageContext(cfg=cfg, get_backend=engines), engines
 
 
-def _path(problem: Problem, steps: list[str], strategy: str = "sample", idx: int = 0, correct: bool = True,
-          source: str = "synthetic") -> ReasoningPath:
-    return ReasoningPath(id=f"{problem.id}/{strategy}/{idx}", problem_id=problem.id, question=problem.question,
-                         reference_answer=problem.answer, steps=steps, strategy=strategy, generator="m",
-                         sample_index=idx, correct=correct, source=source)
+def _path(
+    problem: Problem,
+    steps: list[str],
+    strategy: str = "sample",
+    idx: int = 0,
+    correct: bool = True,
+    source: str = "synthetic",
+) -> ReasoningPath:
+    return ReasoningPath(
+        id=f"{problem.id}/{strategy}/{idx}",
+        problem_id=problem.id,
+        question=problem.question,
+        reference_answer=problem.answer,
+        steps=steps,
+        strategy=strategy,
+        generator="m",
+        sample_index=idx,
+        correct=correct,
+        source=source,
+    )
 
 
 def _problems(count: int = 12, min_steps: int = 3, max_steps: int = 5) -> list[Problem]:
@@ -297,9 +312,11 @@ def test_balance_caps_correct_paths_per_source_and_strategy():
 
 # --------------------------------------------------------------------------------------------- actors
 def test_sample_stage_with_several_actors_records_the_generator():
-    cfg = _cfg("stages.sample.n=3",
-               "stages.sample.actors=[{engine: sim, model: actor-a, error_rate: 0.0}, "
-               "{engine: sim, model: actor-b, error_rate: 1.0}]")
+    cfg = _cfg(
+        "stages.sample.n=3",
+        "stages.sample.actors=[{engine: sim, model: actor-a, error_rate: 0.0}, "
+        "{engine: sim, model: actor-b, error_rate: 1.0}]",
+    )
     ctx, engines = _ctx(cfg)
     problems = _problems(5)
     res = SampleStage().run(problems, ctx)
@@ -320,8 +337,9 @@ def test_sample_stage_with_several_actors_records_the_generator():
 def test_sample_stage_passes_reference_solutions_on():
     problems = _problems(3)
     # A reference that does not state its own answer is unreadable, not a flawed path.
-    problems.append(Problem(id="bad-ref", question="q", answer="7", solution="2 + 3 = 5\nThe answer is 5.",
-                            source="hand"))
+    problems.append(
+        Problem(id="bad-ref", question="q", answer="7", solution="2 + 3 = 5\nThe answer is 5.", source="hand")
+    )
     ctx, _ = _ctx(_cfg("stages.sample.reference=true", "stages.sample.enabled=false"))
     res = SampleStage().run(problems, ctx)
     assert [p.strategy for p in res.rows] == ["reference"] * 3
@@ -348,8 +366,11 @@ def _symbolic(paths: list[ReasoningPath], *overrides: str):
 
 def test_gsm8k_reference_solutions_read_as_graded_steps(gsm8k_references):
     first = gsm8k_references[0]
-    assert first.steps == ["Natalia sold 48/2 = 24 clips in May.",
-                           "Natalia sold 48+24 = 72 clips altogether in April and May.", "The answer is 72."]
+    assert first.steps == [
+        "Natalia sold 48/2 = 24 clips in May.",
+        "Natalia sold 48+24 = 72 clips altogether in April and May.",
+        "The answer is 72.",
+    ]
     assert all("<<" not in s for p in gsm8k_references for s in p.steps)
     assert all(p.correct for p in grade_paths(gsm8k_references))
 
@@ -447,9 +468,16 @@ def test_gsm8k_pipeline_mixes_every_strategy_on_shared_data(tmp_path, shared_dat
     base = load_config(GSM8K)
     assert base.source.kind == "hub" and base.source.preset == "gsm8k" and base.source.split == "train"
     assert base.models.actor.engine == "vllm"
-    sets = [f"run_dir={tmp_path / 'run'}", f"source.dataset={shared_data / 'gsm8k' / 'train.jsonl'}",
-            "source.limit=24", "shard_size=12", "models.actor.engine=sim", "models.annotator.engine=sim",
-            "stages.filter.n=2", "stages.filter.k=1"]
+    sets = [
+        f"run_dir={tmp_path / 'run'}",
+        f"source.dataset={shared_data / 'gsm8k' / 'train.jsonl'}",
+        "source.limit=24",
+        "shard_size=12",
+        "models.actor.engine=sim",
+        "models.annotator.engine=sim",
+        "stages.filter.n=2",
+        "stages.filter.k=1",
+    ]
     cfg = load_config(GSM8K, sets)
     reports = Runner(cfg, show_progress=False).build("filter")
     assert [r.name for r in reports] == ["problems", "sample", "inject", "critique", "filter"]

@@ -124,8 +124,9 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        rec = Recorded(self.command, unquote(url.path), parse_qs(url.query),
-                       {k.lower(): v for k, v in self.headers.items()}, body)
+        rec = Recorded(
+            self.command, unquote(url.path), parse_qs(url.query), {k.lower(): v for k, v in self.headers.items()}, body
+        )
         hub = self.hub
         with hub.lock:
             hub.requests.append(rec)
@@ -167,32 +168,74 @@ class Handler(BaseHTTPRequestHandler):
             return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
         repo, kind, rev = hub.repos[m.group(1)], m.group(2), m.group(3)
         if kind == "refs":
+
             def ref(kind_: str, name: str, oid: str) -> dict[str, str]:
                 return {"name": name, "ref": f"refs/{kind_}/{name}", "targetCommit": oid}
-            return 200, {"branches": [ref("heads", n, o) for n, o in repo.branches.items()],
-                         "tags": [ref("tags", n, o) for n, o in repo.tags.items()], "converts": []}, {}
+
+            return (
+                200,
+                {
+                    "branches": [ref("heads", n, o) for n, o in repo.branches.items()],
+                    "tags": [ref("tags", n, o) for n, o in repo.tags.items()],
+                    "converts": [],
+                },
+                {},
+            )
         oid = repo.resolve(rev or "main")
         if kind in ("tree", "preupload", "commit", "tag", "revision", "paths-info") and oid is None:
             return 404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"}
         if kind == "revision":  # repo info
-            return 200, {"id": m.group(1), "sha": oid, "private": repo.private, "siblings": [
-                {"rfilename": p} for p in sorted(repo.commits[oid])]}, {}
+            return (
+                200,
+                {
+                    "id": m.group(1),
+                    "sha": oid,
+                    "private": repo.private,
+                    "siblings": [{"rfilename": p} for p in sorted(repo.commits[oid])],
+                },
+                {},
+            )
         if kind == "paths-info":
             wanted = parse_qs(rec.body.decode()).get("paths", [])
             files = repo.commits[oid]
-            return 200, [{"type": "file", "oid": git_blob_oid(files[p]), "size": len(files[p]), "path": p}
-                         for p in wanted if p in files], {}
+            return (
+                200,
+                [
+                    {"type": "file", "oid": git_blob_oid(files[p]), "size": len(files[p]), "path": p}
+                    for p in wanted
+                    if p in files
+                ],
+                {},
+            )
         if kind == "tree":
             files = repo.commits[oid]
             dirs = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
-            return 200, [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
-                         for d in dirs] + [{"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": p}
-                                           for p, data in sorted(files.items())], {}
+            return (
+                200,
+                [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d} for d in dirs]
+                + [
+                    {"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": p}
+                    for p, data in sorted(files.items())
+                ],
+                {},
+            )
         if kind == "preupload":
             files = repo.commits[oid]
-            return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                    "oid": git_blob_oid(files[f["path"]]) if f["path"] in files else None}
-                                   for f in json.loads(rec.body)["files"]]}, {}
+            return (
+                200,
+                {
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "uploadMode": "regular",
+                            "shouldIgnore": False,
+                            "oid": git_blob_oid(files[f["path"]]) if f["path"] in files else None,
+                        }
+                        for f in json.loads(rec.body)["files"]
+                    ]
+                },
+                {},
+            )
         if kind == "commit":
             lines = [json.loads(line) for line in rec.body.splitlines() if line.strip()]
             header = lines[0]["value"]
@@ -207,8 +250,16 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     return 400, {"error": f"unexpected {line['key']}"}, {}
             repo.branches[rev] = new = hub.new_commit(repo, oid, files)
-            return 200, {"commitUrl": f"{hub.url}/datasets/{m.group(1)}/commit/{new}", "commitOid": new,
-                         "success": True, "pullRequestUrl": None}, {}
+            return (
+                200,
+                {
+                    "commitUrl": f"{hub.url}/datasets/{m.group(1)}/commit/{new}",
+                    "commitOid": new,
+                    "success": True,
+                    "pullRequestUrl": None,
+                },
+                {},
+            )
         if kind == "branch":
             if rev in repo.branches:
                 return 409, {"error": "branch exists"}, {}
@@ -269,8 +320,15 @@ def _push(pub, **kwargs):
 def test_first_publish_is_one_commit_of_the_shared_operations_then_a_tag(hub: FakeHub, pub, tmp_path: Path):
     result = _push(pub, tag="v0.1.0")
 
-    assert hub.routes() == ["POST create", "GET refs", "GET tree", "POST validate-yaml", "POST preupload",
-                            "POST commit", "POST tag"]
+    assert hub.routes() == [
+        "POST create",
+        "GET refs",
+        "GET tree",
+        "POST validate-yaml",
+        "POST preupload",
+        "POST commit",
+        "POST tag",
+    ]
     (commit,) = hub.commits()
     lines = [json.loads(line) for line in commit.body.splitlines()]
     assert lines[0]["key"] == "header" and pub.fingerprint in lines[0]["value"]["summary"]
@@ -374,8 +432,19 @@ def test_no_token_no_request(hub: FakeHub, pub, monkeypatch: pytest.MonkeyPatch)
 def test_cli_publish_to_the_hub_then_no_op(hub: FakeHub, cfg, tmp_path: Path):
     config = tmp_path / "amc.yaml"
     config.write_text((ROOT / "pipelines" / "quickstart.yaml").read_text())
-    args = ["publish", "-c", str(config), "--set", f"run_dir={cfg.run_dir}", "--set", "source.count=24",
-            "--repo-id", REPO, "--tag", "v0.1.0"]
+    args = [
+        "publish",
+        "-c",
+        str(config),
+        "--set",
+        f"run_dir={cfg.run_dir}",
+        "--set",
+        "source.count=24",
+        "--repo-id",
+        REPO,
+        "--tag",
+        "v0.1.0",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "committed" in first.output and "tagged" in first.output
@@ -401,8 +470,9 @@ def test_amc_load_reads_a_tagged_version_from_the_hub(hub: FakeHub, cfg, pub, mo
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     old = amc.load(REPO, "filtered", revision="v0.1.0", split="test")
     assert old.num_rows == pub.splits["filtered"]["test"] > 0
     current = amc.load(REPO, "filtered", revision="v0.2.0")

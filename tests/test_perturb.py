@@ -47,8 +47,12 @@ def test_operator_mode_is_consistent_but_computes_something_else(seed: int) -> N
 
 def test_perturb_step_handles_latex_money_and_percent_steps() -> None:
     rng = random.Random(3)
-    for step in ["So \\( \\frac{1}{3} \\times 18 = 6 \\) flamingos.", "He pays $3.50 * 4 = $14.00 in all.",
-                 "The tip is 20% * $1,250 = $250.", "\\[ 2 \\times 5 = 10 \\]"]:
+    for step in [
+        "So \\( \\frac{1}{3} \\times 18 = 6 \\) flamingos.",
+        "He pays $3.50 * 4 = $14.00 in all.",
+        "The tip is 20% * $1,250 = $250.",
+        "\\[ 2 \\times 5 = 10 \\]",
+    ]:
         for mode in MODES:
             p = perturb_step(step, rng, mode)
             assert p is not None, (step, mode)
@@ -88,20 +92,28 @@ def test_inject_with_carry_recomputes_every_later_claim(seed: int) -> None:
     path = inject(SOLUTION, 0, random.Random(seed), carry=True)
     assert path is not None
     new = int(path.perturbation.new_value)
-    assert path.steps[1] == f"Natalia sold 48+{new} = <<48+{new}={48 + new}>>{48 + new} clips altogether in April " \
-                            "and May."
+    assert (
+        path.steps[1] == f"Natalia sold 48+{new} = <<48+{new}={48 + new}>>{48 + new} clips altogether in April and May."
+    )
     assert path.steps[2] == f"#### {48 + new}" and path.final_answer == str(48 + new)
     assert first_false_arithmetic(path.steps) == 0
 
 
 def test_inject_carries_within_the_perturbed_step_and_through_plain_text() -> None:
-    steps = ["He buys 3 * 4 = 12 apples and keeps all 12 of them.", "With a pear he has 12 + 1 = 13 fruits.",
-             "Then 13 * 2 = 26.", "The answer is 26."]
+    steps = [
+        "He buys 3 * 4 = 12 apples and keeps all 12 of them.",
+        "With a pear he has 12 + 1 = 13 fruits.",
+        "Then 13 * 2 = 26.",
+        "The answer is 26.",
+    ]
     path = inject(steps, 0, random.Random(1), carry=True)
     new = int(path.perturbation.new_value)
-    assert path.steps == [f"He buys 3 * 4 = {new} apples and keeps all {new} of them.",
-                          f"With a pear he has {new} + 1 = {new + 1} fruits.",
-                          f"Then {new + 1} * 2 = {2 * (new + 1)}.", f"The answer is {2 * (new + 1)}."]
+    assert path.steps == [
+        f"He buys 3 * 4 = {new} apples and keeps all {new} of them.",
+        f"With a pear he has {new} + 1 = {new + 1} fruits.",
+        f"Then {new + 1} * 2 = {2 * (new + 1)}.",
+        f"The answer is {2 * (new + 1)}.",
+    ]
     assert path.final_answer == str(2 * (new + 1)) and first_false_arithmetic(path.steps) == 0
 
 
@@ -153,8 +165,9 @@ def test_injected_results_on_gsm8k_are_found_at_the_injected_step(shared_data) -
 def test_injected_operands_and_operators_on_gsm8k(shared_data) -> None:
     sample = _gsm8k_sample(shared_data, 100)
     operand = [inject(s, k, random.Random(k), carry=True, mode="operand") for s, k, _ in sample]
-    assert sum(p is not None and first_false_arithmetic(p.steps) == k
-               for p, (_, k, _) in zip(operand, sample, strict=True)) >= 0.9 * len(sample)
+    assert sum(
+        p is not None and first_false_arithmetic(p.steps) == k for p, (_, k, _) in zip(operand, sample, strict=True)
+    ) >= 0.9 * len(sample)
     operator = [(inject(s, k, random.Random(k), carry=True, mode="operator"), ref) for s, k, ref in sample]
     usable = [(p, ref) for p, ref in operator if p is not None]
     assert len(usable) >= 0.9 * len(sample)

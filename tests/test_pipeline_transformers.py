@@ -23,6 +23,8 @@ def test_every_stage_runs_on_transformers(tiny, tmp_path, fmt, all_on):
     assert sample["models"]["actor"]["engine"] == "transformers"
     # noise never parses as a critique: each is asked again once, then becomes a reject with its reason
     reasons = built["manifests"]["critique"]["rejects_by_reason"]
-    assert set(reasons) <= {"unparsable", "truncated"} and sum(reasons.values()) == built["manifests"]["critique"][
-        "rejects"]
+    assert (
+        set(reasons) <= {"unparsable", "truncated"}
+        and sum(reasons.values()) == built["manifests"]["critique"]["rejects"]
+    )
     assert {p.generator for p in built["paths"] if p.strategy == "resample"} <= {str(tiny)}

@@ -33,12 +33,23 @@ def test_real_pipeline_dry_run_on_sim(name, shared_data, tmp_path):
     real = load_config(path)
     assert {real.models.actor.engine, real.models.annotator.engine} <= {"vllm", "openai"}
     sources = yaml.safe_dump(_local_sources(path, shared_data), default_flow_style=True).strip()
-    cfg = load_config(path, [f"run_dir={tmp_path / 'run'}", f"source={sources}", "models.actor.engine=sim",
-                             "models.annotator.engine=sim", "models.annotator.api_key_env=null"])
+    cfg = load_config(
+        path,
+        [
+            f"run_dir={tmp_path / 'run'}",
+            f"source={sources}",
+            "models.actor.engine=sim",
+            "models.annotator.engine=sim",
+            "models.annotator.api_key_env=null",
+        ],
+    )
     # everything but the engines and the data is the pipeline as shipped
     assert cfg.stages == real.stages
     Runner(cfg, show_progress=False).build("filter")
-    kept = [r for f in sorted((tmp_path / "run" / "filter" / "data").glob("*.parquet"))
-            for r in read_records(f, FilterDecision)]
+    kept = [
+        r
+        for f in sorted((tmp_path / "run" / "filter" / "data").glob("*.parquet"))
+        for r in read_records(f, FilterDecision)
+    ]
     assert kept and all(r.n == real.stages.filter.n and r.k == real.stages.filter.k for r in kept)
     assert {r.critique.path.source for r in kept} <= {s["dataset"] for s in _local_sources(path, shared_data)}

@@ -142,8 +142,9 @@ def test_a_json_critique_becomes_a_text_target_for_the_critic(cfg):
     from amc.publish.exports import critic_target
 
     c = _kept(cfg)[0].critique
-    as_json = c.model_copy(update={"format": "json", "raw": render_json(c.step_verdicts, bool(c.final_verdict),
-                                                                       c.final_explanation)})
+    as_json = c.model_copy(
+        update={"format": "json", "raw": render_json(c.step_verdicts, bool(c.final_verdict), c.final_explanation)}
+    )
     target = critic_target(as_json)
     assert target.startswith("Step sentence: " + c.step_verdicts[0].step)
     assert f"Correctness of the final answer: {'Correct' if c.final_verdict else 'Wrong'}" in target
@@ -162,23 +163,36 @@ def test_sft_refine_targets_a_correct_refinement_of_a_flawed_path(cfg, pub):
         assert row["completion"] == [{"role": "assistant", "content": target.text.strip()}]
         assert d.critique.raw.strip() in row["prompt"][-1]["content"]
     # Every kept critique of a flawed path with a good refinement gives exactly one example.
-    eligible = [d for d in kept.values()
-                if not d.critique.path.correct and any(r.correct and not r.shortcut for r in d.refinements)]
+    eligible = [
+        d
+        for d in kept.values()
+        if not d.critique.path.correct and any(r.correct and not r.shortcut for r in d.refinements)
+    ]
     assert len(rows) == len(eligible)
 
 
 def test_step_labels_and_rejects_configs(cfg, tmp_path: Path):
     run_dir = tmp_path / "run"
     shutil.copytree(cfg.run_path, run_dir)
-    copy = load_config(QUICKSTART, [f"run_dir={run_dir}", *OVERRIDES, "stages.filter.step_labels.enabled=true",
-                                    "stages.filter.step_labels.rollouts=2"])
+    copy = load_config(
+        QUICKSTART,
+        [
+            f"run_dir={run_dir}",
+            *OVERRIDES,
+            "stages.filter.step_labels.enabled=true",
+            "stages.filter.step_labels.rollouts=2",
+        ],
+    )
     Runner(copy, show_progress=False).build("filter")  # only the filter is rebuilt, now with labels
-    labelled = [r for f in sorted((run_dir / "filter" / "step_labels").glob("*.parquet"))
-                for r in pq.read_table(f).to_pylist()]
+    labelled = [
+        r for f in sorted((run_dir / "filter" / "step_labels").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
+    ]
     assert labelled
-    write_records(run_dir / "sample" / "rejects" / "00009-of-00009.parquet",
-                  [Reject(stage="sample", row_id="synthetic-00001/sample", reason="engine_error", detail="boom")],
-                  Reject)
+    write_records(
+        run_dir / "sample" / "rejects" / "00009-of-00009.parquet",
+        [Reject(stage="sample", row_id="synthetic-00001/sample", reason="engine_error", detail="boom")],
+        Reject,
+    )
     out = build_publication(copy, ExportOptions(test_fraction=0.3, include_rejects=True))
     tables = _tables(out)
     got = [r for t in tables["step_labels"].values() for r in t.to_pylist()]
@@ -198,8 +212,9 @@ def test_step_labels_and_rejects_configs(cfg, tmp_path: Path):
 
 
 def test_a_stale_run_is_refused(cfg):
-    changed = cfg.model_copy(update={"stages": cfg.stages.model_copy(
-        update={"filter": cfg.stages.filter.model_copy(update={"k": 1})})})
+    changed = cfg.model_copy(
+        update={"stages": cfg.stages.model_copy(update={"filter": cfg.stages.filter.model_copy(update={"k": 1})})}
+    )
     with pytest.raises(PublishError, match="stale"):
         build_publication(changed)
 
@@ -241,11 +256,13 @@ def test_card_has_provenance_funnel_distributions_sample_and_config(cfg, pub):
 
 def test_secrets_never_reach_the_card(cfg):
     token = "hf_" + "A1b2C3d4E5f6G7h8I9j0" * 2
-    annotator = cfg.models.annotator.model_copy(update={
-        "api_key_env": "MY_SECRET_KEY_VAR",
-        "base_url": "https://alice:pa55w0rd@api.example.com/v1?api_key=sk-liveabcdefghijklmnop",
-        "extra_body": {"token": token, "max_tokens": 77, "note": f"Bearer {token}", "x": "Zq8" * 12},
-    })
+    annotator = cfg.models.annotator.model_copy(
+        update={
+            "api_key_env": "MY_SECRET_KEY_VAR",
+            "base_url": "https://alice:pa55w0rd@api.example.com/v1?api_key=sk-liveabcdefghijklmnop",
+            "extra_body": {"token": token, "max_tokens": 77, "note": f"Bearer {token}", "x": "Zq8" * 12},
+        }
+    )
     secret = cfg.model_copy(update={"models": cfg.models.model_copy(update={"annotator": annotator})})
     out = build_publication(secret, run=read_run(secret))
     blob = b"".join(out.files.values())
@@ -315,8 +332,9 @@ def test_cli_export_and_publish_to_a_folder(cfg, tmp_path: Path):
     published = runner.invoke(app, ["publish", *base, "--to", str(tmp_path / "folder")])
     assert published.exit_code == 0, published.output
     files = {p.relative_to(tmp_path / "export").as_posix() for p in (tmp_path / "export").rglob("*") if p.is_file()}
-    assert files == {p.relative_to(tmp_path / "folder").as_posix()
-                     for p in (tmp_path / "folder").rglob("*") if p.is_file()}
+    assert files == {
+        p.relative_to(tmp_path / "folder").as_posix() for p in (tmp_path / "folder").rglob("*") if p.is_file()
+    }
     again = runner.invoke(app, ["publish", *base, "--to", str(tmp_path / "folder")])
     assert again.exit_code == 0 and "up to date" in again.output
     neither = runner.invoke(app, ["publish", *base])
@@ -335,6 +353,15 @@ def test_a_version_whose_filter_kept_nothing_says_so(tmp_path: Path):
     assert "filtered" not in out.splits and "paths" in out.splits
     card = out.files["README.md"].decode()
     assert "The filter kept no critique" in card and "Fields of `filtered`" not in card
-    res = CliRunner().invoke(app, ["export", "-c", str(QUICKSTART), "--set", f"run_dir={tmp_path / 'run'}",
-                                   *[x for o in careless for x in ("--set", o)]])
+    res = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "-c",
+            str(QUICKSTART),
+            "--set",
+            f"run_dir={tmp_path / 'run'}",
+            *[x for o in careless for x in ("--set", o)],
+        ],
+    )
     assert res.exit_code == 0 and "kept no critique" in res.output

@@ -15,8 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _path(**kw) -> ReasoningPath:
-    base = dict(id="p/sample/0", problem_id="p", question="q", reference_answer="3", steps=["1 + 2 = 3"],
-                strategy="sample", generator="m")
+    base = dict(
+        id="p/sample/0",
+        problem_id="p",
+        question="q",
+        reference_answer="3",
+        steps=["1 + 2 = 3"],
+        strategy="sample",
+        generator="m",
+    )
     base.update(kw)
     return ReasoningPath(**base)
 
@@ -57,11 +64,26 @@ def test_schema_export_and_check_cli(tmp_path):
 
 
 def test_nested_records_roundtrip_parquet(tmp_path):
-    crit = Critique(id="p/sample/0/c0", path=_path(), annotator="a",
-                    step_verdicts=[StepVerdict(index=0, step="1 + 2 = 3", correct=True)],
-                    first_error_step=-1, final_verdict=None, raw="r", parse_status="partial")
-    dec = FilterDecision(id=crit.id, critique=crit, refinements=[], n=4, k=2, n_correct=0, kept=False,
-                         reason="too_few_correct_refinements")
+    crit = Critique(
+        id="p/sample/0/c0",
+        path=_path(),
+        annotator="a",
+        step_verdicts=[StepVerdict(index=0, step="1 + 2 = 3", correct=True)],
+        first_error_step=-1,
+        final_verdict=None,
+        raw="r",
+        parse_status="partial",
+    )
+    dec = FilterDecision(
+        id=crit.id,
+        critique=crit,
+        refinements=[],
+        n=4,
+        k=2,
+        n_correct=0,
+        kept=False,
+        reason="too_few_correct_refinements",
+    )
     f = tmp_path / "x.parquet"
     write_records(f, [dec], FilterDecision)
     assert read_records(f, FilterDecision) == [dec]

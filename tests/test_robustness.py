@@ -96,15 +96,28 @@ STEPS = ["1 + 2 = 3", "3 * 2 = 7", "The answer is 7."]
 
 
 def _path(**kw) -> ReasoningPath:
-    return ReasoningPath(**{"id": "p/sample/0", "problem_id": "p", "question": "q", "reference_answer": "6",
-                            "steps": STEPS, "predicted_answer": "7", "correct": False, "strategy": "sample",
-                            "generator": "g", **kw})
+    return ReasoningPath(
+        **{
+            "id": "p/sample/0",
+            "problem_id": "p",
+            "question": "q",
+            "reference_answer": "6",
+            "steps": STEPS,
+            "predicted_answer": "7",
+            "correct": False,
+            "strategy": "sample",
+            "generator": "g",
+            **kw,
+        }
+    )
 
 
 def test_missing_critique_samples_are_asked_again_not_copied():
     def answer(req):
-        verdicts = "\n".join(f"Step sentence: {s}\nCorrectness of the step: {'Wrong' if i == 1 else 'Correct'}\n"
-                             f"Explanation: e{i}" for i, s in enumerate(STEPS))
+        verdicts = "\n".join(
+            f"Step sentence: {s}\nCorrectness of the step: {'Wrong' if i == 1 else 'Correct'}\nExplanation: e{i}"
+            for i, s in enumerate(STEPS)
+        )
         text = verdicts + "\nCorrectness of the final answer: Wrong\nExplanation: no"
         return _texts(req, text)  # one sample, whatever n
 
@@ -115,9 +128,16 @@ def test_missing_critique_samples_are_asked_again_not_copied():
 
 
 def test_failed_rollouts_give_no_step_labels_but_a_reject():
-    crit = Critique(id="p/sample/0/c0", path=_path(), annotator="a", raw="r", parse_status="ok",
-                    step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
-                    first_error_step=1, final_verdict=False)
+    crit = Critique(
+        id="p/sample/0/c0",
+        path=_path(),
+        annotator="a",
+        raw="r",
+        parse_status="ok",
+        step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
+        first_error_step=1,
+        final_verdict=False,
+    )
 
     def answer(req):
         if "/rollout/1" in req.id:
@@ -151,8 +171,14 @@ def test_a_secret_cut_in_half_is_still_redacted():
 
 
 def test_manifests_hold_no_credentials(tmp_path):
-    cfg = load_config(QUICKSTART, [f"run_dir={tmp_path}", "source.count=4",
-                                   "models.annotator.extra_body={api_key: sk-abcdefghijklmnopqrstuvwxyz}"])
+    cfg = load_config(
+        QUICKSTART,
+        [
+            f"run_dir={tmp_path}",
+            "source.count=4",
+            "models.annotator.extra_body={api_key: sk-abcdefghijklmnopqrstuvwxyz}",
+        ],
+    )
     Runner(cfg, show_progress=False).build("critique")
     text = (tmp_path / "critique" / "manifest.json").read_text()
     assert "sk-abcdefghijklmnopqrstuvwxyz" not in text

@@ -27,8 +27,7 @@ def _truths(text: str) -> list[tuple[str, str, bool]]:
     [
         # money, thousands separators, decimals
         ("Total cost = $3.5 * 4000 = $14,000.", [("3.5 * 4000", "14,000", True)]),
-        ("She pays 3 x $4.50 = $13.50 and 13.50 + 2 = 16.", [("3 x $4.50", "13.50", True),
-                                                               ("13.50 + 2", "16", False)]),
+        ("She pays 3 x $4.50 = $13.50 and 13.50 + 2 = 16.", [("3 x $4.50", "13.50", True), ("13.50 + 2", "16", False)]),
         ("1,250 + 3,750 = 5,000", [("1,250 + 3,750", "5,000", True)]),
         ("He uses 600 x 30 = 18 000 watts.", [("600 x 30", "18 000", True)]),
         # LaTeX operators, fractions, roots, powers
@@ -139,9 +138,13 @@ def test_evaluate_numbers_and_operators() -> None:
     assert evaluate("9^9^9^9") is None and evaluate("2 +") is None
     got = numbers("Pay $1,200.50 for 25% of <<3*4=12>>12")
     assert [(n.text, n.value, n.decimals, n.grouped, n.percent, n.in_note) for n in got] == [
-        ("1,200.50", sympy.Rational(240100, 200), 2, True, False, False), ("25", 25, 0, False, True, False),
-        ("3", 3, 0, False, False, True), ("4", 4, 0, False, False, True), ("12", 12, 0, False, False, True),
-        ("12", 12, 0, False, False, False)]
+        ("1,200.50", sympy.Rational(240100, 200), 2, True, False, False),
+        ("25", 25, 0, False, True, False),
+        ("3", 3, 0, False, False, True),
+        ("4", 4, 0, False, False, True),
+        ("12", 12, 0, False, False, True),
+        ("12", 12, 0, False, False, False),
+    ]
     assert [op for _, op in operators("3 \\times 4 - 2 / 1 + 5 x 2")] == ["*", "-", "/", "+", "*"]
 
 

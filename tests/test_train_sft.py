@@ -38,8 +38,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(published: Path, tiny: Path, out: Path, **overrides) -> SFTSettings:
-    base = dict(model=str(tiny), data=str(published), output_dir=out, max_length=1024, batch_size=4, limit=8,
-                logging_steps=1, show_progress=False)
+    base = dict(
+        model=str(tiny),
+        data=str(published),
+        output_dir=out,
+        max_length=1024,
+        batch_size=4,
+        limit=8,
+        logging_steps=1,
+        show_progress=False,
+    )
     return SFTSettings(**{**base, **overrides})
 
 
@@ -85,8 +93,12 @@ def test_saved_model_loads_and_differs_from_the_base(trained, tiny):
     name = "model.layers.0.self_attn.q_proj.weight"
     trained_w, base_w = model.state_dict()[name], base.state_dict()[name]
     assert trained_w.shape == base_w.shape and not torch.equal(trained_w, base_w)
-    ids = tok.apply_chat_template([{"role": "user", "content": "Step 1: 2 + 2 = 4"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Step 1: 2 + 2 = 4"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     logits = model(**ids).logits
     assert torch.isfinite(logits).all()
 
@@ -113,8 +125,7 @@ def test_only_completion_tokens_carry_labels(published, tiny, tmp_path):
     rows = [trainer.train_dataset[i] for i in range(3)]
     batch = trainer.data_collator([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
     assert len({len(r["input_ids"]) for r in rows}) > 1  # padding is exercised
-    for row, ids, labels, mask in zip(rows, batch["input_ids"], batch["labels"], batch["attention_mask"],
-                                      strict=True):
+    for row, ids, labels, mask in zip(rows, batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
         kept = (labels != -100).nonzero().flatten().tolist()
         assert kept == list(range(kept[0], kept[-1] + 1))  # one block: the completion
         assert (labels[kept] == ids[kept]).all()
@@ -132,8 +143,9 @@ def test_lora_saves_an_adapter_that_changed(published, tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    result = train_sft(_settings(published, tiny, out, lora=True, lora_r=4, lora_alpha=8, max_steps=3,
-                                 learning_rate=1e-2, eval=False))
+    result = train_sft(
+        _settings(published, tiny, out, lora=True, lora_r=4, lora_alpha=8, max_steps=3, learning_rate=1e-2, eval=False)
+    )
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -166,11 +178,32 @@ def test_cli_trains_the_refiner_end_to_end(published, tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "refiner"
-    result = CliRunner().invoke(app, [
-        "train", "sft", "--data", str(published), "--model", str(tiny), "--output", str(out),
-        "--config", "sft_refine", "--max-steps", "2", "--limit", "4", "--batch-size", "2", "--max-length", "1024",
-        "--lr", "1e-3", "-q",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--data",
+            str(published),
+            "--model",
+            str(tiny),
+            "--output",
+            str(out),
+            "--config",
+            "sft_refine",
+            "--max-steps",
+            "2",
+            "--limit",
+            "4",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "1024",
+            "--lr",
+            "1e-3",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "trained 2 step(s) on 4 example(s)" in result.output and "eval loss" in result.output
     record = json.loads((out / "amc_train.json").read_text(encoding="utf-8"))
@@ -180,8 +213,22 @@ def test_cli_trains_the_refiner_end_to_end(published, tiny, tmp_path):
 
 
 def test_cli_reports_a_bad_config_without_a_traceback(published, tiny, tmp_path):
-    result = CliRunner().invoke(app, ["train", "sft", "--data", str(published), "--model", str(tiny),
-                                      "--output", str(tmp_path / "x"), "--config", "paths", "-q"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--data",
+            str(published),
+            "--model",
+            str(tiny),
+            "--output",
+            str(tmp_path / "x"),
+            "--config",
+            "paths",
+            "-q",
+        ],
+    )
     assert result.exit_code == 2 and "prompt" in result.output and result.exception is not None
     assert not isinstance(result.exception, TrainError)  # handled: typer.Exit, not the error itself
 

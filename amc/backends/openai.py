@@ -100,14 +100,21 @@ class OpenAIBackend:
         self.model = cfg.model
         self.revision = cfg.revision
         self.base_url = cfg.base_url.rstrip("/")
-        self.usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "retries": 0,
-                                      "failed": 0}
+        self.usage: dict[str, int] = {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "requests": 0,
+            "retries": 0,
+            "failed": 0,
+        }
         self._lock = threading.Lock()
         self._jitter = random.Random()
 
     def __repr__(self) -> str:
-        return (f"OpenAIBackend(model={self.model!r}, base_url={redact_text(self.base_url)!r}, "
-                f"api_key_env={self.cfg.api_key_env!r})")
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={redact_text(self.base_url)!r}, "
+            f"api_key_env={self.cfg.api_key_env!r})"
+        )
 
     # ------------------------------------------------------------------------------------------ sync surface
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:
@@ -130,14 +137,16 @@ class OpenAIBackend:
         """The async form of :meth:`generate`, for callers that already run an event loop."""
         key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=self.cfg.max_concurrency,
-                              max_keepalive_connections=self.cfg.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=self.cfg.max_concurrency, max_keepalive_connections=self.cfg.max_concurrency
+        )
         gate = asyncio.Semaphore(self.cfg.max_concurrency)
         async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.cfg.timeout), limits=limits) as client:
             return list(await asyncio.gather(*(self._one(client, gate, r, key) for r in requests)))
 
-    async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: GenerationRequest,
-                   key: str) -> GenerationResponse:
+    async def _one(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: GenerationRequest, key: str
+    ) -> GenerationResponse:
         try:
             completions = await self._samples(client, gate, request, key)
         except Exception as exc:  # every failure of one request is data, never an exception
@@ -146,8 +155,9 @@ class OpenAIBackend:
             return error_response(request, self.engine, self.model, redact(message, [key]))
         return ok_response(request, self.engine, self.model, completions)
 
-    async def _samples(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: GenerationRequest,
-                       key: str) -> list[Completion]:
+    async def _samples(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: GenerationRequest, key: str
+    ) -> list[Completion]:
         n, seed = request.params.n, request.params.seed
         completions: list[Completion] = []
         while len(completions) < n:  # each call yields at least one choice, so at most n calls
@@ -184,8 +194,9 @@ class OpenAIBackend:
         body.update(self.cfg.extra_body)
         return body
 
-    async def _call(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, body: dict[str, Any],
-                    key: str) -> list[Completion]:
+    async def _call(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, body: dict[str, Any], key: str
+    ) -> list[Completion]:
         attempts = self.cfg.max_retries + 1
         last = ""
         for attempt in range(attempts):
@@ -238,8 +249,10 @@ class OpenAIBackend:
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         self._count(requests=1, prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
         per_choice = completion_tokens if len(choices) == 1 else None  # servers report only the sum over choices
-        return [Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
-                           completion_tokens=per_choice) for text, finish in texts]
+        return [
+            Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=per_choice)
+            for text, finish in texts
+        ]
 
     def _count(self, **amounts: int) -> None:
         with self._lock:

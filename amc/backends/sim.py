@@ -218,16 +218,30 @@ class SimBackend:
                     fh.write(json.dumps({"id": req.id, "model": self.model, "seed": req.params.seed}) + "\n")
             handler = getattr(self, f"_task_{req.context.get('task', '')}", None)
             if handler is None:
-                out.append(GenerationResponse(request_id=req.id, error="sim: no task in the request context",
-                                              engine=self.engine, model=self.model))
+                out.append(
+                    GenerationResponse(
+                        request_id=req.id,
+                        error="sim: no task in the request context",
+                        engine=self.engine,
+                        model=self.model,
+                    )
+                )
                 continue
             texts = [handler(req.context, random.Random(f"{req.params.seed}-{j}")) for j in range(req.params.n)]
             prompt_tokens = sum(len(m.content.split()) for m in req.messages)
-            out.append(GenerationResponse(
-                request_id=req.id, engine=self.engine, model=self.model,
-                completions=[Completion(text=t, finish_reason="stop", prompt_tokens=prompt_tokens,
-                                        completion_tokens=len(t.split())) for t in texts],
-            ))
+            out.append(
+                GenerationResponse(
+                    request_id=req.id,
+                    engine=self.engine,
+                    model=self.model,
+                    completions=[
+                        Completion(
+                            text=t, finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=len(t.split())
+                        )
+                        for t in texts
+                    ],
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -277,15 +291,21 @@ class SimBackend:
         for i, step in enumerate(steps):
             if first is not None and i == first:
                 eq = _equation(_fixed(step))
-                why = f"This step is wrong: it should be {eq.group(0)}." if eq and _fixed(step) != step else (
-                    "This step does not follow from the problem.")
+                why = (
+                    f"This step is wrong: it should be {eq.group(0)}."
+                    if eq and _fixed(step) != step
+                    else ("This step does not follow from the problem.")
+                )
                 verdicts.append(StepVerdict(index=i, step=step, correct=False, explanation=why))
                 if c.get("stop_at_first_error"):
                     break
             elif first is not None and i > first and not answer_ok:
                 # the mistake reached the answer: every later step carries the wrong value
-                verdicts.append(StepVerdict(index=i, step=step, correct=False,
-                                            explanation="This step carries the earlier mistake forward."))
+                verdicts.append(
+                    StepVerdict(
+                        index=i, step=step, correct=False, explanation="This step carries the earlier mistake forward."
+                    )
+                )
             else:
                 verdicts.append(StepVerdict(index=i, step=step, correct=True, explanation="This step is correct."))
         final_why = "The final answer matches the reference." if answer_ok else "The final answer is wrong."

@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16",
-           "bfloat16": "bfloat16"}
+_DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}
 
 
 @dataclass

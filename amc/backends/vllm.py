@@ -128,8 +128,9 @@ class VLLMBackend:
             except Exception as exc:  # this request only: its messages do not fit the chat template
                 responses[i] = error_response(req, self.engine, self.model, describe_error(exc))
         jobs: list[_Job] = []
-        for (i, _), prompt in zip(rendered.items(), encode_prompts(self.tokenizer, list(rendered.values())),
-                                  strict=True):
+        for (i, _), prompt in zip(
+            rendered.items(), encode_prompts(self.tokenizer, list(rendered.values())), strict=True
+        ):
             try:
                 jobs.append(self._job(i, requests[i], prompt))
             except Exception as exc:  # this request only: prompt too long, bad sampling settings or schema
@@ -137,8 +138,10 @@ class VLLMBackend:
         self._run([jobs[k] for k in prefix_order([j.prompt for j in jobs])], requests)
         for job in jobs:
             responses[job.index] = job.response
-        return [r or error_response(q, self.engine, self.model, "no response from vLLM")
-                for q, r in zip(requests, responses, strict=True)]
+        return [
+            r or error_response(q, self.engine, self.model, "no response from vLLM")
+            for q, r in zip(requests, responses, strict=True)
+        ]
 
     def _job(self, index: int, req: GenerationRequest, prompt: list[int]) -> _Job:
         from vllm import SamplingParams

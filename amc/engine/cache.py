@@ -20,8 +20,9 @@ from typing import Any
 from amc.backends.base import Backend, GenerationRequest, GenerationResponse
 
 
-def request_key(engine: str, model: str, revision: str | None, req: GenerationRequest,
-                identity: dict[str, Any] | None = None) -> str:
+def request_key(
+    engine: str, model: str, revision: str | None, req: GenerationRequest, identity: dict[str, Any] | None = None
+) -> str:
     """Content hash of a request; ``req.id`` and ``req.context`` are addresses and hints, not content.
 
     ``identity`` holds the engine settings that change answers besides the model's name (a server's URL, dtype,
@@ -93,9 +94,18 @@ class CachedBackend:
     misses the cache, so a stage rebuilt entirely from the cache never loads a model or needs an API key.
     """
 
-    def __init__(self, backend: Backend | None, cache: RequestCache, chunk_size: int = 64, *,
-                 factory: Callable[[], Backend] | None = None, engine: str | None = None, model: str | None = None,
-                 revision: str | None = None, identity: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        backend: Backend | None,
+        cache: RequestCache,
+        chunk_size: int = 64,
+        *,
+        factory: Callable[[], Backend] | None = None,
+        engine: str | None = None,
+        model: str | None = None,
+        revision: str | None = None,
+        identity: dict[str, Any] | None = None,
+    ):
         if backend is None and factory is None:
             raise ValueError("CachedBackend needs a backend or a factory")
         self._backend = backend

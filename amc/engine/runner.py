@@ -50,8 +50,12 @@ def stages_until(until: str) -> list[Stage]:
 
 def _source_content(cfg: PipelineConfig) -> list[str | None]:
     """Hashes of local source files, so that editing a file makes the problems stage stale."""
-    return [hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
-            if isinstance(src, FileSource) and Path(src.path).is_file() else None for src in cfg.sources]
+    return [
+        hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
+        if isinstance(src, FileSource) and Path(src.path).is_file()
+        else None
+        for src in cfg.sources
+    ]
 
 
 def template_refs(stage: Stage, cfg: PipelineConfig) -> list[str]:
@@ -122,8 +126,14 @@ class _Backends:
         key = self._key(model_cfg)
         if key not in self._live:
             self._live[key] = CachedBackend(
-                None, self.cache, factory=lambda: create(model_cfg), engine=model_cfg.engine,
-                model=model_cfg.model, revision=model_cfg.revision, identity=model_cfg.identity())
+                None,
+                self.cache,
+                factory=lambda: create(model_cfg),
+                engine=model_cfg.engine,
+                model=model_cfg.model,
+                revision=model_cfg.revision,
+                identity=model_cfg.identity(),
+            )
         return self._live[key]
 
     def counters(self) -> tuple[int, int, int]:
@@ -181,19 +191,29 @@ class Runner:
         finally:
             backends.close()
             cache.close()
-            atomic_write_json(self.run_dir / "build.json", {
-                "until": until, "seconds": round(time.time() - started, 3),
-                "stages": [r.__dict__ for r in reports],
-                "requests": {"made": sum(r.made for r in reports), "cached": sum(r.cached for r in reports)},
-            })
+            atomic_write_json(
+                self.run_dir / "build.json",
+                {
+                    "until": until,
+                    "seconds": round(time.time() - started, 3),
+                    "stages": [r.__dict__ for r in reports],
+                    "requests": {"made": sum(r.made for r in reports), "cached": sum(r.cached for r in reports)},
+                },
+            )
         return reports
 
     def _build_stage(self, stage: Stage, fp: str, problems: list[Any], backends: _Backends) -> StageReport:
         stage_dir = self.run_dir / stage.name
         manifest = read_manifest(stage_dir)
         if manifest and manifest["fingerprint"] == fp and manifest["status"] == "done":
-            return StageReport(stage.name, "skipped", rows=manifest["rows"], rejects=manifest["rejects"],
-                               dropped=manifest["dropped"], funnel=manifest["funnel"])
+            return StageReport(
+                stage.name,
+                "skipped",
+                rows=manifest["rows"],
+                rejects=manifest["rejects"],
+                dropped=manifest["dropped"],
+                funnel=manifest["funnel"],
+            )
         resumed = bool(manifest and manifest["fingerprint"] == fp)
         if manifest and not resumed:
             shutil.rmtree(stage_dir)  # stale: its config or input changed
@@ -214,10 +234,17 @@ class Runner:
             in_model = _output_model(stage.input_stage)
 
         if not resumed:
-            manifest = {"stage": stage.name, "fingerprint": fp, "status": "partial", "num_shards": num,
-                        "shards": {}, "config": redact(stage.config_slice(self.cfg)), "code_version": __version__,
-                        "templates": template_refs(stage, self.cfg),
-                        "models": redact(_stage_models(stage, self.cfg))}
+            manifest = {
+                "stage": stage.name,
+                "fingerprint": fp,
+                "status": "partial",
+                "num_shards": num,
+                "shards": {},
+                "config": redact(stage.config_slice(self.cfg)),
+                "code_version": __version__,
+                "templates": template_refs(stage, self.cfg),
+                "models": redact(_stage_models(stage, self.cfg)),
+            }
             atomic_write_json(stage_dir / "manifest.json", manifest)
         assert manifest is not None
         ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
@@ -243,10 +270,14 @@ class Runner:
                     if rows_out:
                         write_records(stage_dir / extra / name, rows_out, stage.extra_outputs[extra])
                 sha = write_records(stage_dir / "data" / name, res.rows, stage.output) if res.rows else None
-                manifest["shards"][str(i)] = {"rows": len(res.rows), "rejects": len(res.rejects),
-                                              "dropped": len(res.dropped), "counts": dict(res.counts),
-                                              "reject_reasons": dict(Counter(r.reason for r in res.rejects)),
-                                              "sha256": sha}
+                manifest["shards"][str(i)] = {
+                    "rows": len(res.rows),
+                    "rejects": len(res.rejects),
+                    "dropped": len(res.dropped),
+                    "counts": dict(res.counts),
+                    "reject_reasons": dict(Counter(r.reason for r in res.rejects)),
+                    "sha256": sha,
+                }
                 atomic_write_json(stage_dir / "manifest.json", manifest)
                 advance()
 
@@ -258,17 +289,30 @@ class Runner:
         for s in shards:
             rejects_by_reason.update(s["reject_reasons"])
         made, cached, failed = backends.counters()
-        manifest.update({
-            "status": "done", "rows": sum(s["rows"] for s in shards), "rejects": sum(s["rejects"] for s in shards),
-            "dropped": sum(s["dropped"] for s in shards), "funnel": dict(sorted(funnel.items())),
-            "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
-            "requests": {"made": made - made0, "cached": cached - cached0, "failed": failed - failed0},
-            "usage": backends.usage(),
-        })
+        manifest.update(
+            {
+                "status": "done",
+                "rows": sum(s["rows"] for s in shards),
+                "rejects": sum(s["rejects"] for s in shards),
+                "dropped": sum(s["dropped"] for s in shards),
+                "funnel": dict(sorted(funnel.items())),
+                "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+                "requests": {"made": made - made0, "cached": cached - cached0, "failed": failed - failed0},
+                "usage": backends.usage(),
+            }
+        )
         atomic_write_json(stage_dir / "manifest.json", manifest)
-        return StageReport(stage.name, "resumed" if resumed else "built", rows=manifest["rows"],
-                           rejects=manifest["rejects"], dropped=manifest["dropped"], made=made - made0,
-                           cached=cached - cached0, seconds=round(time.time() - t0, 3), funnel=manifest["funnel"])
+        return StageReport(
+            stage.name,
+            "resumed" if resumed else "built",
+            rows=manifest["rows"],
+            rejects=manifest["rejects"],
+            dropped=manifest["dropped"],
+            made=made - made0,
+            cached=cached - cached0,
+            seconds=round(time.time() - t0, 3),
+            funnel=manifest["funnel"],
+        )
 
 
 @contextmanager
@@ -306,8 +350,14 @@ class _progress:
             return lambda: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
-                           TimeElapsedColumn(), transient=False)
+        self._p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shards"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
         self._p.start()
         task = self._p.add_task(self.label, total=self.total, completed=self.completed)
         return lambda: self._p.advance(task)

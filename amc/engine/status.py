@@ -40,8 +40,13 @@ def run_status(cfg: PipelineConfig) -> dict[str, Any]:
         }
     build_file = run_dir / "build.json"
     last_build = json.loads(build_file.read_text()) if build_file.is_file() else None
-    return {"name": cfg.name, "run_dir": str(run_dir), "building": build_running(run_dir), "stages": stages,
-            "last_build": last_build}
+    return {
+        "name": cfg.name,
+        "run_dir": str(run_dir),
+        "building": build_running(run_dir),
+        "stages": stages,
+        "last_build": last_build,
+    }
 
 
 def build_running(run_dir: Path) -> bool:

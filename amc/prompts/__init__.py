@@ -31,8 +31,9 @@ _MARKER = re.compile(r"^<\|(system|user|assistant)\|>\s*$", re.MULTILINE)
 
 def _environment(search: tuple[str, ...]) -> SandboxedEnvironment:
     # Sandboxed: a user's template cannot reach Python internals. `{% include %}` looks in the user's folder first.
-    return SandboxedEnvironment(loader=FileSystemLoader(list(search)), undefined=StrictUndefined,
-                                keep_trailing_newline=False, autoescape=False)
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(list(search)), undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
+    )
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ def publish_hub(pub: Publication, repo_id: str, **kwargs: Any) -> HubResult:
     return _publish_hub(pub, repo_id, **kwargs)
 
 
-def load(repo_or_dir: str | Path, config: str = "filtered", revision: str | None = None,
-         split: str = "train") -> datasets.Dataset:
+def load(
+    repo_or_dir: str | Path, config: str = "filtered", revision: str | None = None, split: str = "train"
+) -> datasets.Dataset:
     """One split of one config of a published dataset, from a local folder or a Hub repository id.
 
     A folder has no revisions: ``revision`` may only name the version it holds (``v0.1.0`` or ``0.1.0``, checked
@@ -50,8 +51,9 @@ def load(repo_or_dir: str | Path, config: str = "filtered", revision: str | None
         if revision is not None:
             held = _folder_version(folder)
             if held is None or revision.removeprefix("v") != held:
-                raise PublishError(f"{folder} holds version {held or 'unknown'}, not {revision}; a local folder "
-                                   f"has no other revisions")
+                raise PublishError(
+                    f"{folder} holds version {held or 'unknown'}, not {revision}; a local folder has no other revisions"
+                )
         return datasets.load_dataset(str(folder), config, split=split)
     text = str(repo_or_dir)
     if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith("."):
@@ -69,5 +71,14 @@ def _folder_version(folder: Path) -> str | None:
         return None
 
 
-__all__ = ["ExportOptions", "LocalResult", "Publication", "PublishError", "build_publication", "load",
-           "publish_hub", "publish_local", "split_of"]
+__all__ = [
+    "ExportOptions",
+    "LocalResult",
+    "Publication",
+    "PublishError",
+    "build_publication",
+    "load",
+    "publish_hub",
+    "publish_local",
+    "split_of",
+]

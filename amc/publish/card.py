@@ -33,10 +33,12 @@ FILTERED_FIELDS = {
     "question / reference_answer": "The problem and its reference final answer.",
     "steps / num_steps": "The reasoning path, one step per line, as judged.",
     "path_correct / predicted_answer": "Whether the path's final answer matches the reference (math-verify).",
-    "strategy": ("How the path was made: sample (RG1), resample (RG2), inject (RG3, by a model), "
-                 "symbolic (RG3, no model), reference (the source's solution)."),
+    "strategy": (
+        "How the path was made: sample (RG1), resample (RG2), inject (RG3, by a model), "
+        "symbolic (RG3, no model), reference (the source's solution)."
+    ),
     "error_step / error_type": "First wrong step (0-based) and error type when known by construction; "
-                               "-1 no error, null unknown.",
+    "-1 no error, null unknown.",
     "step_verdicts": "The annotator's verdict and explanation for each step.",
     "first_error_step": "First step the annotator judged Wrong (0-based; -1 when all are Correct).",
     "final_verdict / final_explanation": "The annotator's judgement of the final answer.",
@@ -58,8 +60,15 @@ def public_config(cfg: PipelineConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- metadata
 def size_category(n: int) -> str:
     """The Hub's size bucket of a row count."""
-    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+    ]
     return next((label for bound, label in bounds if n < bound), "n>1T")
 
 
@@ -82,8 +91,10 @@ def card_metadata(cfg: PipelineConfig, options: ExportOptions, splits: dict[str,
     """The YAML block: what the Hub indexes, and ``configs`` that tell ``datasets`` where each split's files are."""
     configs = []
     for i, (name, names) in enumerate(splits.items()):
-        entry: dict[str, Any] = {"config_name": name,
-                                 "data_files": [{"split": s, "path": f"{name}/{s}-*"} for s in names]}
+        entry: dict[str, Any] = {
+            "config_name": name,
+            "data_files": [{"split": s, "path": f"{name}/{s}-*"} for s in names],
+        }
         if i == 0:
             entry["default"] = True
         configs.append(entry)
@@ -117,8 +128,9 @@ def provenance(run: RunData) -> dict[str, Any]:
     models = []
     for role in roles:
         m = cfg.models.for_role(role)
-        models.append({"role": role, "engine": m.engine, "model": redact_text(m.model),
-                       "revision": m.revision or "(default)"})
+        models.append(
+            {"role": role, "engine": m.engine, "model": redact_text(m.model), "revision": m.revision or "(default)"}
+        )
     sampling = {
         "sample": {"n": st.sample.n, **st.sample.sampling.model_dump()},
         "inject": {"per_problem": st.inject.per_problem, **st.inject.sampling.model_dump()},
@@ -126,18 +138,28 @@ def provenance(run: RunData) -> dict[str, Any]:
         "filter": {"N": st.filter.n, "k": st.filter.k, **st.filter.sampling.model_dump()},
     }
     templates = {name: m.get("templates", []) for name, m in run.manifests.items() if m.get("templates")}
-    templates["export (sft_critic, sft_refine)"] = [load_template("critic", cfg.prompts_dir).ref,
-                                                    load_template(st.filter.template, cfg.prompts_dir).ref]
+    templates["export (sft_critic, sft_refine)"] = [
+        load_template("critic", cfg.prompts_dir).ref,
+        load_template(st.filter.template, cfg.prompts_dir).ref,
+    ]
     seeds = {"run seed": cfg.seed}
     for src in cfg.sources:
         if isinstance(src, SyntheticSource):
             seeds["synthetic source seed"] = src.seed if src.seed is not None else cfg.seed
     return {
-        "models": models, "sampling": sampling, "templates": templates, "seeds": seeds,
-        "versions": {"amc": __version__, "math-verify (verifier)": _version("math-verify"),
-                     "pyarrow (Parquet writer)": _version("pyarrow")},
-        "stages": {name: {"fingerprint": m.get("fingerprint"), "code_version": m.get("code_version")}
-                   for name, m in run.manifests.items()},
+        "models": models,
+        "sampling": sampling,
+        "templates": templates,
+        "seeds": seeds,
+        "versions": {
+            "amc": __version__,
+            "math-verify (verifier)": _version("math-verify"),
+            "pyarrow (Parquet writer)": _version("pyarrow"),
+        },
+        "stages": {
+            name: {"fingerprint": m.get("fingerprint"), "code_version": m.get("code_version")}
+            for name, m in run.manifests.items()
+        },
         "source": redact([src.model_dump(mode="json") for src in cfg.sources]),
     }
 
@@ -148,9 +170,17 @@ def funnel(run: RunData) -> list[dict[str, Any]]:
     for name, m in run.manifests.items():
         counts = {k: v for k, v in m.get("funnel", {}).items() if not k.startswith("dropped:")}
         drops = {k.removeprefix("dropped:"): v for k, v in m.get("funnel", {}).items() if k.startswith("dropped:")}
-        out.append({"stage": name, "rows": m.get("rows", 0), "rejects": m.get("rejects", 0),
-                    "dropped": m.get("dropped", 0), "counts": counts, "drops": drops,
-                    "rejects_by_reason": m.get("rejects_by_reason", {})})
+        out.append(
+            {
+                "stage": name,
+                "rows": m.get("rows", 0),
+                "rejects": m.get("rejects", 0),
+                "dropped": m.get("dropped", 0),
+                "counts": counts,
+                "drops": drops,
+                "rejects_by_reason": m.get("rejects_by_reason", {}),
+            }
+        )
     return out
 
 
@@ -172,8 +202,14 @@ def sample_row(row: dict[str, Any] | None) -> str:
 
 # ----------------------------------------------------------------------------------------------- rendering
 def _environment(template_dir: Path) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined,
-                               keep_trailing_newline=True, autoescape=False, trim_blocks=True, lstrip_blocks=True)
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(template_dir)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["tojson_compact"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
     return env
 
@@ -185,24 +221,44 @@ def template_ref(template_dir: Path = CARDS_DIR, name: str = CARD_TEMPLATE) -> s
     return f"{name.split('.')[0]}@{m.group(1) if m else 'unversioned'}"
 
 
-def render_card(*, run: RunData, options: ExportOptions, splits: dict[str, dict[str, int]],
-                columns: dict[str, list[str]], dists: list[Distribution], sample: dict[str, Any] | None,
-                fingerprint: str, repo_id: str | None = None, template_dir: Path = CARDS_DIR) -> str:
+def render_card(
+    *,
+    run: RunData,
+    options: ExportOptions,
+    splits: dict[str, dict[str, int]],
+    columns: dict[str, list[str]],
+    dists: list[Distribution],
+    sample: dict[str, Any] | None,
+    fingerprint: str,
+    repo_id: str | None = None,
+    template_dir: Path = CARDS_DIR,
+) -> str:
     """The README.md text. ``splits`` is config -> split -> rows; ``repo_id`` only fills the loading snippet."""
     cfg = run.cfg
     rows = sum(splits.get("filtered", {}).values()) or sum(sum(s.values()) for s in splits.values())
     meta = card_metadata(cfg, options, {c: list(s) for c, s in splits.items()}, rows)
     context = {
         "metadata_yaml": yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000),
-        "name": cfg.name, "pretty_name": meta["pretty_name"], "version": cfg.version,
-        "description": cfg.description, "fingerprint": fingerprint, "repo_id": repo_id or "ORG/NAME",
-        "license": options.license, "test_fraction": options.test_fraction, "paper": PAPER,
-        "configs": [{"name": c, "description": CONFIG_DESCRIPTIONS.get(c, ""), "splits": s,
-                     "columns": columns.get(c, [])} for c, s in splits.items()],
-        "default_config": next(iter(splits), "filtered"), "filtered_fields": FILTERED_FIELDS,
+        "name": cfg.name,
+        "pretty_name": meta["pretty_name"],
+        "version": cfg.version,
+        "description": cfg.description,
+        "fingerprint": fingerprint,
+        "repo_id": repo_id or "ORG/NAME",
+        "license": options.license,
+        "test_fraction": options.test_fraction,
+        "paper": PAPER,
+        "configs": [
+            {"name": c, "description": CONFIG_DESCRIPTIONS.get(c, ""), "splits": s, "columns": columns.get(c, [])}
+            for c, s in splits.items()
+        ],
+        "default_config": next(iter(splits), "filtered"),
+        "filtered_fields": FILTERED_FIELDS,
         "config_names": list(splits),
         "distributions": [{"title": d.title, "table": d.table(), "plot": d.plot_path} for d in dists],
-        "funnel": funnel(run), "provenance": provenance(run), "sample": sample_row(sample),
+        "funnel": funnel(run),
+        "provenance": provenance(run),
+        "sample": sample_row(sample),
         "config_yaml": yaml.safe_dump(public_config(cfg), sort_keys=False, allow_unicode=True, width=1000),
         "card_template": template_ref(template_dir),
     }

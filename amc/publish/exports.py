@@ -117,8 +117,9 @@ def read_run(cfg: PipelineConfig, expected: dict[str, str] | None = None) -> Run
         if manifest.get("status") != "done":
             raise PublishError(f"stage '{name}' in {run_dir} is not finished; run `amc build` to complete it")
         if expected and name in expected and manifest.get("fingerprint") != expected[name]:
-            raise PublishError(f"stage '{name}' in {run_dir} was built from another config (stale); "
-                               f"run `amc build` first")
+            raise PublishError(
+                f"stage '{name}' in {run_dir} was built from another config (stale); run `amc build` first"
+            )
         run.manifests[name] = manifest
         run.rejects.extend(_records(stage_dir, "rejects", Reject))
     for name in PATH_STAGES:
@@ -142,22 +143,46 @@ def read_run(cfg: PipelineConfig, expected: dict[str, str] | None = None) -> Run
 # ----------------------------------------------------------------------------------------------- schemas
 MESSAGES = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
 PATHS_SCHEMA = arrow_schema(ReasoningPath).append(pa.field("num_steps", pa.int64(), nullable=False))
-CRITIQUES_SCHEMA = pa.schema([
-    ("id", pa.string()), ("path_id", pa.string()), ("problem_id", pa.string()), ("question", pa.string()),
-    ("reference_answer", pa.string()), ("steps", pa.list_(pa.string())), ("num_steps", pa.int64()),
-    ("predicted_answer", pa.string()), ("path_correct", pa.bool_()), ("strategy", pa.string()),
-    ("generator", pa.string()), ("error_step", pa.int64()), ("error_type", pa.string()),
-    ("difficulty", pa.int64()), ("source", pa.string()), ("annotator", pa.string()),
-    ("step_verdicts", pa.list_(arrow_struct(StepVerdict))), ("first_error_step", pa.int64()),
-    ("final_verdict", pa.bool_()), ("final_explanation", pa.string()), ("critique", pa.string()),
-    ("parse_status", pa.string()), ("format", pa.string()), ("hints", pa.list_(pa.string())),
-])
-FILTERED_SCHEMA = pa.schema([
-    *CRITIQUES_SCHEMA, ("n", pa.int64()), ("k", pa.int64()), ("n_correct", pa.int64()),
-    ("refinements", pa.list_(arrow_struct(Refinement))),
-])
-SFT_SCHEMA = pa.schema([("id", pa.string()), ("problem_id", pa.string()), ("prompt", MESSAGES),
-                        ("completion", MESSAGES)])
+CRITIQUES_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("path_id", pa.string()),
+        ("problem_id", pa.string()),
+        ("question", pa.string()),
+        ("reference_answer", pa.string()),
+        ("steps", pa.list_(pa.string())),
+        ("num_steps", pa.int64()),
+        ("predicted_answer", pa.string()),
+        ("path_correct", pa.bool_()),
+        ("strategy", pa.string()),
+        ("generator", pa.string()),
+        ("error_step", pa.int64()),
+        ("error_type", pa.string()),
+        ("difficulty", pa.int64()),
+        ("source", pa.string()),
+        ("annotator", pa.string()),
+        ("step_verdicts", pa.list_(arrow_struct(StepVerdict))),
+        ("first_error_step", pa.int64()),
+        ("final_verdict", pa.bool_()),
+        ("final_explanation", pa.string()),
+        ("critique", pa.string()),
+        ("parse_status", pa.string()),
+        ("format", pa.string()),
+        ("hints", pa.list_(pa.string())),
+    ]
+)
+FILTERED_SCHEMA = pa.schema(
+    [
+        *CRITIQUES_SCHEMA,
+        ("n", pa.int64()),
+        ("k", pa.int64()),
+        ("n_correct", pa.int64()),
+        ("refinements", pa.list_(arrow_struct(Refinement))),
+    ]
+)
+SFT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("problem_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)]
+)
 REJECTS_SCHEMA = arrow_schema(Reject)
 
 
@@ -173,14 +198,30 @@ def flat_critique(c: Critique) -> dict[str, Any]:
     """A critique as one flat row: the path's fields beside the verdicts, so a table viewer shows both."""
     p = c.path
     return {
-        "id": c.id, "path_id": p.id, "problem_id": p.problem_id, "question": p.question,
-        "reference_answer": p.reference_answer, "steps": p.steps, "num_steps": len(p.steps),
-        "predicted_answer": p.predicted_answer, "path_correct": p.correct, "strategy": p.strategy,
-        "generator": p.generator, "error_step": p.error_step, "error_type": p.error_type,
-        "difficulty": p.difficulty, "source": p.source, "annotator": c.annotator,
-        "step_verdicts": [v.model_dump() for v in c.step_verdicts], "first_error_step": c.first_error_step,
-        "final_verdict": c.final_verdict, "final_explanation": c.final_explanation, "critique": c.raw,
-        "parse_status": c.parse_status, "format": c.format, "hints": list(c.hints),
+        "id": c.id,
+        "path_id": p.id,
+        "problem_id": p.problem_id,
+        "question": p.question,
+        "reference_answer": p.reference_answer,
+        "steps": p.steps,
+        "num_steps": len(p.steps),
+        "predicted_answer": p.predicted_answer,
+        "path_correct": p.correct,
+        "strategy": p.strategy,
+        "generator": p.generator,
+        "error_step": p.error_step,
+        "error_type": p.error_type,
+        "difficulty": p.difficulty,
+        "source": p.source,
+        "annotator": c.annotator,
+        "step_verdicts": [v.model_dump() for v in c.step_verdicts],
+        "first_error_step": c.first_error_step,
+        "final_verdict": c.final_verdict,
+        "final_explanation": c.final_explanation,
+        "critique": c.raw,
+        "parse_status": c.parse_status,
+        "format": c.format,
+        "hints": list(c.hints),
     }
 
 
@@ -190,9 +231,17 @@ def critique_rows(critiques: Iterable[Critique]) -> list[Row]:
 
 def filtered_rows(kept: Iterable[FilterDecision]) -> list[Row]:
     return [
-        (d.critique.path.problem_id, {**flat_critique(d.critique), "id": d.id, "n": d.n, "k": d.k,
-                                      "n_correct": d.n_correct,
-                                      "refinements": [r.model_dump() for r in d.refinements]})
+        (
+            d.critique.path.problem_id,
+            {
+                **flat_critique(d.critique),
+                "id": d.id,
+                "n": d.n,
+                "k": d.k,
+                "n_correct": d.n_correct,
+                "refinements": [r.model_dump() for r in d.refinements],
+            },
+        )
         for d in sorted(kept, key=lambda d: d.id)
     ]
 
@@ -217,8 +266,17 @@ def sft_critic_rows(kept: Iterable[FilterDecision], cfg: PipelineConfig) -> list
     for d in sorted(kept, key=lambda d: d.id):
         p = d.critique.path
         prompt = _messages(critic.render(question=p.question, steps=p.steps))
-        rows.append((p.problem_id, {"id": d.id, "problem_id": p.problem_id, "prompt": prompt,
-                                    "completion": [{"role": "assistant", "content": critic_target(d.critique)}]}))
+        rows.append(
+            (
+                p.problem_id,
+                {
+                    "id": d.id,
+                    "problem_id": p.problem_id,
+                    "prompt": prompt,
+                    "completion": [{"role": "assistant", "content": critic_target(d.critique)}],
+                },
+            )
+        )
     return rows
 
 
@@ -232,8 +290,17 @@ def sft_refine_rows(kept: Iterable[FilterDecision], cfg: PipelineConfig) -> list
         if p.correct or good is None:
             continue
         prompt = _messages(refine.render(question=p.question, steps=p.steps, critique=d.critique.raw))
-        rows.append((p.problem_id, {"id": f"{d.id}/r{good.index}", "problem_id": p.problem_id, "prompt": prompt,
-                                    "completion": [{"role": "assistant", "content": good.text.strip()}]}))
+        rows.append(
+            (
+                p.problem_id,
+                {
+                    "id": f"{d.id}/r{good.index}",
+                    "problem_id": p.problem_id,
+                    "prompt": prompt,
+                    "completion": [{"role": "assistant", "content": good.text.strip()}],
+                },
+            )
+        )
     return rows
 
 
@@ -279,10 +346,12 @@ def build_tables(run: RunData, options: ExportOptions) -> dict[str, dict[str, pa
     if options.include_rejects:
         rejects = sorted(run.rejects, key=lambda r: (r.stage, r.row_id, r.reason))
         # Split by problem like every other config, so that no row about a test problem sits in train.
-        tables["rejects"] = _split([(_problem_of_row_id(r.row_id), r.model_dump()) for r in rejects],
-                                   REJECTS_SCHEMA, f)
-    return {name: tables[name] for name in CONFIG_ORDER if tables.get(name) and any(
-        t.num_rows for t in tables[name].values())}
+        tables["rejects"] = _split([(_problem_of_row_id(r.row_id), r.model_dump()) for r in rejects], REJECTS_SCHEMA, f)
+    return {
+        name: tables[name]
+        for name in CONFIG_ORDER
+        if tables.get(name) and any(t.num_rows for t in tables[name].values())
+    }
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -77,8 +77,9 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _transport_errors())
 
 
-def with_retries(fn: Callable[[int], T], attempts: int = 5, backoff: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    fn: Callable[[int], T], attempts: int = 5, backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """Call ``fn(attempt)`` until it returns, waiting ``backoff * 2**i`` (at most 60 s) after a transient error."""
     for attempt in range(1, attempts + 1):
         try:
@@ -133,9 +134,18 @@ def _check_online() -> None:
         raise PublishError("HF_HUB_OFFLINE is set: unset it to publish to the Hub (or publish with --to DIR)")
 
 
-def publish_hub(pub: Publication, repo_id: str, *, revision: str = "main", tag: str | None = None,
-                private: bool = False, endpoint: str | None = None, attempts: int = 5, backoff: float = 1.0,
-                sleep: Callable[[float], None] = time.sleep) -> HubResult:
+def publish_hub(
+    pub: Publication,
+    repo_id: str,
+    *,
+    revision: str = "main",
+    tag: str | None = None,
+    private: bool = False,
+    endpoint: str | None = None,
+    attempts: int = 5,
+    backoff: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> HubResult:
     """Push ``pub`` to the dataset repository ``repo_id`` at ``revision`` in one commit, then tag it.
 
     ``endpoint`` defaults to ``HF_ENDPOINT`` (read now, not at import) and then to huggingface.co.
@@ -145,8 +155,12 @@ def publish_hub(pub: Publication, repo_id: str, *, revision: str = "main", tag: 
     from huggingface_hub import HfApi
 
     _check_online()
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=hub_token(),
-                library_name="amc", library_version=__version__)
+    api = HfApi(
+        endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None,
+        token=hub_token(),
+        library_name="amc",
+        library_version=__version__,
+    )
 
     def attempt(n: int) -> HubResult:
         result = _publish_once(api, pub, repo_id, revision, tag, private)
@@ -156,8 +170,7 @@ def publish_hub(pub: Publication, repo_id: str, *, revision: str = "main", tag: 
     return with_retries(attempt, attempts=attempts, backoff=backoff, sleep=sleep)
 
 
-def _publish_once(api: Any, pub: Publication, repo_id: str, revision: str, tag: str | None,
-                  private: bool) -> HubResult:
+def _publish_once(api: Any, pub: Publication, repo_id: str, revision: str, tag: str | None, private: bool) -> HubResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
@@ -167,8 +180,10 @@ def _publish_once(api: Any, pub: Publication, repo_id: str, revision: str, tag: 
         changed, stale = diff(remote_files(api, repo_id, tags[tag]), pub.files)
         if changed or stale:
             shown = ", ".join((changed + stale)[:5]) + (" ..." if len(changed) + len(stale) > 5 else "")
-            raise PublishError(f"tag '{tag}' already exists in {repo_id} and points at other content ({shown}); "
-                               f"tags are never moved: bump `version:` in the pipeline file")
+            raise PublishError(
+                f"tag '{tag}' already exists in {repo_id} and points at other content ({shown}); "
+                f"tags are never moved: bump `version:` in the pipeline file"
+            )
     branches = {b.name: b.target_commit for b in refs.branches}
     if revision not in branches:
         api.create_branch(repo_id, branch=revision, repo_type=REPO_TYPE, exist_ok=True)
@@ -180,15 +195,24 @@ def _publish_once(api: Any, pub: Publication, repo_id: str, revision: str, tag: 
         operations: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=d) for p, d in pub.operations()]
         operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
         info = api.create_commit(
-            repo_id, operations, repo_type=REPO_TYPE, revision=revision, parent_commit=head,
+            repo_id,
+            operations,
+            repo_type=REPO_TYPE,
+            revision=revision,
+            parent_commit=head,
             commit_message=f"{pub.name} {pub.tag} (fingerprint {pub.fingerprint})",
             commit_description=f"Published by amc {__version__}. Data fingerprint: {pub.fingerprint}. "
-                               f"Changed: {len(changed)} file(s); deleted: {len(stale)} stale file(s).",
+            f"Changed: {len(changed)} file(s); deleted: {len(stale)} stale file(s).",
         )
         result.commit = result.head = info.oid
         result.uploaded, result.deleted = changed, stale
     if tag is not None and tag not in tags:
-        api.create_tag(repo_id, tag=tag, revision=result.head, repo_type=REPO_TYPE,
-                       tag_message=f"{pub.name} {pub.tag}, fingerprint {pub.fingerprint}")
+        api.create_tag(
+            repo_id,
+            tag=tag,
+            revision=result.head,
+            repo_type=REPO_TYPE,
+            tag_message=f"{pub.name} {pub.tag}, fingerprint {pub.fingerprint}",
+        )
         result.tag_created = True
     return result

@@ -67,16 +67,21 @@ def publish_local(pub: Publication, directory: str | Path, force: bool = False) 
     False
     """
     directory = Path(directory)
-    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())
-                               and not (directory / VERSION_FILE).is_file()):
-        raise PublishError(f"{directory} is not empty and holds no amc publication ({VERSION_FILE}); "
-                           f"publish into an empty or new folder")
+    if directory.is_file() or (
+        directory.is_dir() and any(directory.iterdir()) and not (directory / VERSION_FILE).is_file()
+    ):
+        raise PublishError(
+            f"{directory} is not empty and holds no amc publication ({VERSION_FILE}); "
+            f"publish into an empty or new folder"
+        )
     held = _held_version(directory)
     if held is not None and held[0] == pub.version and held[1] != pub.fingerprint and not force:
         # the Hub refuses to move a tag; a folder that silently changed under one version would be as bad
-        raise PublishError(f"{directory} holds other data under the same version {pub.version} (fingerprint "
-                           f"{held[1]}, now {pub.fingerprint}); bump `version:` in the pipeline file, or pass "
-                           f"--force to replace it")
+        raise PublishError(
+            f"{directory} holds other data under the same version {pub.version} (fingerprint "
+            f"{held[1]}, now {pub.fingerprint}); bump `version:` in the pipeline file, or pass "
+            f"--force to replace it"
+        )
     result = LocalResult(directory, pub.fingerprint, previous_fingerprint(directory))
     # Data first, then stale files out, then the card, and the version file last: a publish cut short leaves a
     # version file that does not match the data, and the next publish (which compares bytes) repairs the folder.

@@ -70,28 +70,53 @@ def distributions(run: RunData) -> list[Distribution]:
     kept = [d.critique for d in run.kept]
     known = [p.error_step for p in run.paths if p.error_step is not None]
     dists = [
-        Distribution("first_error_step", "Position of the first error (0-based step)", "step", {
-            "paths (known by construction)": _count(_error_position(s) for s in known),
-            "critiques (annotator)": _count(_error_position(c.first_error_step) for c in run.critiques),
-            "filtered (annotator)": _count(_error_position(c.first_error_step) for c in kept),
-        }),
-        Distribution("error_types", "Error types (known by construction)", "error type", {
-            "paths": _count(p.error_type for p in run.paths if p.error_type),
-            "filtered": _count(c.path.error_type for c in kept if c.path.error_type),
-        }),
-        Distribution("verdicts", "Verdict balance", "verdict", {
-            "paths (true correctness)": _count(_verdict(p.correct) for p in run.paths),
-            "critiques (final verdict)": _count(_verdict(c.final_verdict) for c in run.critiques),
-            "filtered (final verdict)": _count(_verdict(c.final_verdict) for c in kept),
-        }),
-        Distribution("steps_per_path", "Steps per path", "steps", {
-            "paths": _count(len(p.steps) for p in run.paths),
-            "filtered": _count(len(c.path.steps) for c in kept),
-        }),
-        Distribution("difficulty", "Difficulty (steps of the reference solution, or MATH level)", "difficulty", {
-            "paths": _count(p.difficulty for p in run.paths if p.difficulty is not None),
-            "filtered": _count(c.path.difficulty for c in kept if c.path.difficulty is not None),
-        }),
+        Distribution(
+            "first_error_step",
+            "Position of the first error (0-based step)",
+            "step",
+            {
+                "paths (known by construction)": _count(_error_position(s) for s in known),
+                "critiques (annotator)": _count(_error_position(c.first_error_step) for c in run.critiques),
+                "filtered (annotator)": _count(_error_position(c.first_error_step) for c in kept),
+            },
+        ),
+        Distribution(
+            "error_types",
+            "Error types (known by construction)",
+            "error type",
+            {
+                "paths": _count(p.error_type for p in run.paths if p.error_type),
+                "filtered": _count(c.path.error_type for c in kept if c.path.error_type),
+            },
+        ),
+        Distribution(
+            "verdicts",
+            "Verdict balance",
+            "verdict",
+            {
+                "paths (true correctness)": _count(_verdict(p.correct) for p in run.paths),
+                "critiques (final verdict)": _count(_verdict(c.final_verdict) for c in run.critiques),
+                "filtered (final verdict)": _count(_verdict(c.final_verdict) for c in kept),
+            },
+        ),
+        Distribution(
+            "steps_per_path",
+            "Steps per path",
+            "steps",
+            {
+                "paths": _count(len(p.steps) for p in run.paths),
+                "filtered": _count(len(c.path.steps) for c in kept),
+            },
+        ),
+        Distribution(
+            "difficulty",
+            "Difficulty (steps of the reference solution, or MATH level)",
+            "difficulty",
+            {
+                "paths": _count(p.difficulty for p in run.paths if p.difficulty is not None),
+                "filtered": _count(c.path.difficulty for c in kept if c.path.difficulty is not None),
+            },
+        ),
     ]
     for d in dists:
         d.series = {name: counts for name, counts in d.series.items() if counts}
@@ -113,8 +138,12 @@ def render_png(dist: Distribution) -> bytes:
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(cats))]
         ax.bar(xs, [dist.series[name].get(c, 0) for c in cats], width=width, label=name)
-    ax.set_xticks(range(len(cats)), cats, rotation=30 if max((len(c) for c in cats), default=0) > 6 else 0,
-                  ha="right" if max((len(c) for c in cats), default=0) > 6 else "center")
+    ax.set_xticks(
+        range(len(cats)),
+        cats,
+        rotation=30 if max((len(c) for c in cats), default=0) > 6 else 0,
+        ha="right" if max((len(c) for c in cats), default=0) > 6 else "center",
+    )
     ax.set_xlabel(dist.label)
     ax.set_ylabel("rows")
     ax.set_title(dist.title)

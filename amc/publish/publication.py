@@ -71,19 +71,30 @@ class Publication:
         return {path: sha256(data) for path, data in sorted(self.files.items())}
 
 
-def version_record(name: str, version: str, fingerprint: str, splits: dict[str, dict[str, int]],
-                   stages: dict[str, Any], files: dict[str, bytes]) -> bytes:
+def version_record(
+    name: str,
+    version: str,
+    fingerprint: str,
+    splits: dict[str, dict[str, int]],
+    stages: dict[str, Any],
+    files: dict[str, bytes],
+) -> bytes:
     """``amc_version.json``: version, fingerprint, rows per split, stage fingerprints and every file's sha256."""
     record = {
-        "name": name, "version": version, "fingerprint": fingerprint, "amc_version": __version__,
-        "configs": splits, "stage_fingerprints": stages,
+        "name": name,
+        "version": version,
+        "fingerprint": fingerprint,
+        "amc_version": __version__,
+        "configs": splits,
+        "stage_fingerprints": stages,
         "files": {path: sha256(data) for path, data in sorted(files.items())},
     }
     return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
 
 
-def build_publication(cfg: PipelineConfig, options: ExportOptions | None = None, *, repo_id: str | None = None,
-                      run: RunData | None = None) -> Publication:
+def build_publication(
+    cfg: PipelineConfig, options: ExportOptions | None = None, *, repo_id: str | None = None, run: RunData | None = None
+) -> Publication:
     """Read the run of ``cfg`` and lay out one dataset repository: configs, plots, card, version file.
 
     >>> pub = build_publication(load_config("amc.yaml"))  # doctest: +SKIP
@@ -107,9 +118,18 @@ def build_publication(cfg: PipelineConfig, options: ExportOptions | None = None,
     first = next(iter(tables.values()), {})
     sample_table = first["train"] if "train" in first else next(iter(first.values()), None)
     sample = sample_table.slice(0, 1).to_pylist()[0] if sample_table is not None and sample_table.num_rows else None
-    files[CARD_FILE] = render_card(run=run, options=options, splits=splits, columns=columns, dists=dists,
-                                   sample=sample, fingerprint=fingerprint, repo_id=repo_id).encode()
+    files[CARD_FILE] = render_card(
+        run=run,
+        options=options,
+        splits=splits,
+        columns=columns,
+        dists=dists,
+        sample=sample,
+        fingerprint=fingerprint,
+        repo_id=repo_id,
+    ).encode()
     stages = {name: m.get("fingerprint") for name, m in run.manifests.items()}
     files[VERSION_FILE] = version_record(cfg.name, cfg.version, fingerprint, splits, stages, files)
-    return Publication(name=cfg.name, version=cfg.version, fingerprint=fingerprint, files=dict(sorted(files.items())),
-                       splits=splits)
+    return Publication(
+        name=cfg.name, version=cfg.version, fingerprint=fingerprint, files=dict(sorted(files.items())), splits=splits
+    )

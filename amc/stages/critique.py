@@ -53,8 +53,11 @@ def hints_for(path: ReasoningPath, cfg: PipelineConfig, problem: Problem | None)
 
 def hint_names(hints: dict[str, Any]) -> list[str]:
     """Names of the hints actually given (as in the config's ``hints`` block), recorded on each critique."""
-    given = {"error_location" if name in ("error_step", "error_type") else name
-             for name, value in hints.items() if value not in (None, False, "")}
+    given = {
+        "error_location" if name in ("error_step", "error_type") else name
+        for name, value in hints.items()
+        if value not in (None, False, "")
+    }
     return [name for name in CritiqueHints.model_fields if name in given]
 
 
@@ -65,25 +68,32 @@ class CritiqueStage(Stage):
     roles = ("annotator",)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
-        return {"stage": cfg.stages.critique.model_dump(), "annotator": model_slice(cfg, "annotator"),
-                "seed": cfg.seed}
+        return {"stage": cfg.stages.critique.model_dump(), "annotator": model_slice(cfg, "annotator"), "seed": cfg.seed}
 
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return [cfg.stages.critique.template_name]
 
-    def _request(self, ctx: StageContext, path: ReasoningPath, hints: dict[str, Any], attempt: int
-                 ) -> GenerationRequest:
+    def _request(
+        self, ctx: StageContext, path: ReasoningPath, hints: dict[str, Any], attempt: int
+    ) -> GenerationRequest:
         c = ctx.cfg.stages.critique
         tmpl = ctx.template(c.template_name)
         return GenerationRequest(
-            id=f"{path.id}/critique/{attempt}", role="annotator",
+            id=f"{path.id}/critique/{attempt}",
+            role="annotator",
             messages=tmpl.render(question=path.question, steps=path.steps, hints=hints),
             params=SamplingParams(n=c.n, seed=ctx.seed(path.id, "critique", attempt), **c.sampling.model_dump()),
             template=tmpl.ref,
             response_schema=critique_json_schema() if c.format == "json" else None,
-            context={"task": "critique", "question": path.question, "steps": path.steps,
-                     "reference_answer": path.reference_answer, "error_step": hints["error_step"],
-                     "stop_at_first_error": hints["stop_at_first_error"], "format": c.format},
+            context={
+                "task": "critique",
+                "question": path.question,
+                "steps": path.steps,
+                "reference_answer": path.reference_answer,
+                "error_step": hints["error_step"],
+                "stop_at_first_error": hints["stop_at_first_error"],
+                "format": c.format,
+            },
         )
 
     def run(self, rows: list[ReasoningPath], ctx: StageContext) -> StageResult:
@@ -110,7 +120,7 @@ class CritiqueStage(Stage):
                 if bad:
                     result.rejects.extend(bad.model_copy(update={"row_id": f"{path.id}/c{j}"}) for _, j in slots)
                     continue
-                for (_, j) in slots:
+                for _, j in slots:
                     if j >= len(resp.completions):  # the engine sent fewer samples than asked: ask again
                         failures[(i, j)] = f"the engine returned {len(resp.completions)} of {c.n} samples"
                         still.append((i, j))
@@ -119,10 +129,16 @@ class CritiqueStage(Stage):
                     parsed = parse(comp.text, c.format, steps=path.steps)
                     if comp.finish_reason == "stop" and parsed.status != "failed":
                         done[(i, j)] = Critique(
-                            id=f"{path.id}/c{j}", path=path, annotator=annotator.model,
-                            step_verdicts=parsed.step_verdicts, first_error_step=parsed.first_error_step,
-                            final_verdict=parsed.final_verdict, final_explanation=parsed.final_explanation,
-                            raw=comp.text, parse_status=parsed.status, format=c.format,
+                            id=f"{path.id}/c{j}",
+                            path=path,
+                            annotator=annotator.model,
+                            step_verdicts=parsed.step_verdicts,
+                            first_error_step=parsed.first_error_step,
+                            final_verdict=parsed.final_verdict,
+                            final_explanation=parsed.final_explanation,
+                            raw=comp.text,
+                            parse_status=parsed.status,
+                            format=c.format,
                             hints=hint_names(hints[i]),
                         )
                     else:
@@ -132,8 +148,14 @@ class CritiqueStage(Stage):
             pending = still
             result.counts["retried"] += len(pending) if attempt < c.max_parse_retries else 0
         for i, j in pending:
-            result.rejects.append(Reject(stage=self.name, row_id=f"{todo[i].id}/c{j}", reason="unparsable",
-                                         detail=failures.get((i, j), "")[:2000]))
+            result.rejects.append(
+                Reject(
+                    stage=self.name,
+                    row_id=f"{todo[i].id}/c{j}",
+                    reason="unparsable",
+                    detail=failures.get((i, j), "")[:2000],
+                )
+            )
         result.rows = [done[key] for key in sorted(done)]
         result.counts["critiques"] = len(result.rows)
         return result

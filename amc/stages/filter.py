@@ -65,8 +65,11 @@ class FilterStage(Stage):
                 why = "duplicate_critique"
             seen.add(text_key)
             if why:
-                result.dropped.append(FilterDecision(id=c.id, critique=c, refinements=[], n=f.n, k=f.k,
-                                                     n_correct=0, kept=False, reason=why))
+                result.dropped.append(
+                    FilterDecision(
+                        id=c.id, critique=c, refinements=[], n=f.n, k=f.k, n_correct=0, kept=False, reason=why
+                    )
+                )
                 result.counts[f"dropped:{why}"] += 1
             else:
                 survivors.append(c)
@@ -75,13 +78,19 @@ class FilterStage(Stage):
         actor = ctx.backend("actor")
         requests = [
             GenerationRequest(
-                id=f"{c.id}/refine", role="refiner",
+                id=f"{c.id}/refine",
+                role="refiner",
                 messages=tmpl.render(question=c.path.question, steps=c.path.steps, critique=c.raw),
                 params=SamplingParams(n=f.n, seed=ctx.seed(c.id, "refine"), **f.sampling.model_dump()),
                 template=tmpl.ref,
-                context={"task": "refine", "question": c.path.question, "steps": c.path.steps,
-                         "first_error_step": c.first_error_step, "answer": c.path.reference_answer,
-                         "path_correct": c.path.correct},
+                context={
+                    "task": "refine",
+                    "question": c.path.question,
+                    "steps": c.path.steps,
+                    "first_error_step": c.first_error_step,
+                    "answer": c.path.reference_answer,
+                    "path_correct": c.path.correct,
+                },
             )
             for c in survivors
         ]
@@ -94,20 +103,30 @@ class FilterStage(Stage):
                 result.rejects.append(bad)
                 result.counts["dropped:engine_error"] += 1
                 continue
-            refs = [Refinement(index=i, text=comp.text, predicted_answer=extract(comp.text),
-                               shortcut=is_shortcut(comp.text, f.rules), finish_reason=comp.finish_reason)
-                    for i, comp in enumerate(resp.completions)]
+            refs = [
+                Refinement(
+                    index=i,
+                    text=comp.text,
+                    predicted_answer=extract(comp.text),
+                    shortcut=is_shortcut(comp.text, f.rules),
+                    finish_reason=comp.finish_reason,
+                )
+                for i, comp in enumerate(resp.completions)
+            ]
             pairs.extend((c.path.reference_answer, r.predicted_answer) for r in refs)
             graded.append((c, refs))
         verdicts = iter(verify_many(pairs))
         for c, refs in graded:
-            refs = [r.model_copy(update={"correct": next(verdicts) and r.finish_reason == "stop" and not r.shortcut})
-                    for r in refs]
+            refs = [
+                r.model_copy(update={"correct": next(verdicts) and r.finish_reason == "stop" and not r.shortcut})
+                for r in refs
+            ]
             n_correct = sum(r.correct for r in refs)
             kept = n_correct >= f.k
             reason = None if kept else "too_few_correct_refinements"
-            decision = FilterDecision(id=c.id, critique=c, refinements=refs, n=len(refs), k=f.k,
-                                      n_correct=n_correct, kept=kept, reason=reason)
+            decision = FilterDecision(
+                id=c.id, critique=c, refinements=refs, n=len(refs), k=f.k, n_correct=n_correct, kept=kept, reason=reason
+            )
             if kept:
                 result.rows.append(decision)
             else:
@@ -133,12 +152,19 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[Ste
         for i in range(len(p.steps)):
             prefix = p.steps[: i + 1]
             messages, solve = continuation_messages(ctx, p.question, prefix)
-            requests.append(GenerationRequest(
-                id=f"{p.id}/rollout/{i}", role="actor", messages=messages, continue_final_message=True,
-                params=SamplingParams(n=cfg.rollouts, seed=ctx.seed(p.id, "rollout", i), **cfg.sampling.model_dump()),
-                template=solve.ref,
-                context={"task": "rollout", "steps": prefix, "path_steps": p.steps, "answer": p.reference_answer},
-            ))
+            requests.append(
+                GenerationRequest(
+                    id=f"{p.id}/rollout/{i}",
+                    role="actor",
+                    messages=messages,
+                    continue_final_message=True,
+                    params=SamplingParams(
+                        n=cfg.rollouts, seed=ctx.seed(p.id, "rollout", i), **cfg.sampling.model_dump()
+                    ),
+                    template=solve.ref,
+                    context={"task": "rollout", "steps": prefix, "path_steps": p.steps, "answer": p.reference_answer},
+                )
+            )
             owners.append((p, i))
     responses = ctx.backend("actor").generate(requests)
     failed: dict[str, Reject] = {}
@@ -146,12 +172,23 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[Ste
     sizes: list[int] = []
     for (p, i), resp in zip(owners, responses, strict=True):
         bad = reject_for("filter", f"{p.id}/rollout/{i}", resp)
-        texts = [] if bad else ["\n".join([*p.steps[: i + 1], c.text]) for c in resp.completions
-                                if c.finish_reason == "stop"]
+        texts = (
+            []
+            if bad
+            else ["\n".join([*p.steps[: i + 1], c.text]) for c in resp.completions if c.finish_reason == "stop"]
+        )
         if bad or not texts:
             # a prefix with no graded rollout has no label: the path gets none rather than a false "wrong"
-            failed.setdefault(p.id, bad or Reject(stage="filter", row_id=f"{p.id}/rollout/{i}",
-                                                  reason="no_graded_rollout", detail="every rollout was cut off"))
+            failed.setdefault(
+                p.id,
+                bad
+                or Reject(
+                    stage="filter",
+                    row_id=f"{p.id}/rollout/{i}",
+                    reason="no_graded_rollout",
+                    detail="every rollout was cut off",
+                ),
+            )
         pairs.extend((p.reference_answer, extract(t)) for t in texts)
         sizes.append(len(texts))
     verdicts = iter(verify_many(pairs))
@@ -163,9 +200,18 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[Ste
         pos += len(p.steps)
         if p.id in failed:
             continue
-        labels.append(StepLabels(
-            id=p.id, problem_id=p.problem_id, question=p.question, reference_answer=p.reference_answer,
-            steps=p.steps, strategy=p.strategy, error_step=p.error_step, rollouts=cfg.rollouts,
-            soft_labels=[sum(m) / len(m) for m in marks], hard_labels=[any(m) for m in marks],
-        ))
+        labels.append(
+            StepLabels(
+                id=p.id,
+                problem_id=p.problem_id,
+                question=p.question,
+                reference_answer=p.reference_answer,
+                steps=p.steps,
+                strategy=p.strategy,
+                error_step=p.error_step,
+                rollouts=cfg.rollouts,
+                soft_labels=[sum(m) / len(m) for m in marks],
+                hard_labels=[any(m) for m in marks],
+            )
+        )
     return labels, list(failed.values())

@@ -31,8 +31,13 @@ class InjectStage(Stage):
     roles = ("injector", "actor")
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
-        return {"stage": cfg.stages.inject.model_dump(), "injector": model_slice(cfg, "injector"),
-                "actor": model_slice(cfg, "actor"), "solve_template": cfg.stages.sample.template, "seed": cfg.seed}
+        return {
+            "stage": cfg.stages.inject.model_dump(),
+            "injector": model_slice(cfg, "injector"),
+            "actor": model_slice(cfg, "actor"),
+            "solve_template": cfg.stages.sample.template,
+            "seed": cfg.seed,
+        }
 
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return [cfg.stages.inject.template, cfg.stages.sample.template]

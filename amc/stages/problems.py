@@ -28,8 +28,12 @@ class ProblemsStage(Stage):
         for i, src in enumerate(cfg.sources):
             for p in load_problems(src, seed=cfg.seed):
                 if p.id in origin and origin[p.id] != i:
-                    raise InputError(f"source[{i}] ({p.source})", p.id, "id",
-                                     f"id '{p.id}' is also used by source[{origin[p.id]}]; map distinct ids")
+                    raise InputError(
+                        f"source[{i}] ({p.source})",
+                        p.id,
+                        "id",
+                        f"id '{p.id}' is also used by source[{origin[p.id]}]; map distinct ids",
+                    )
                 origin[p.id] = i
                 problems.append(p)
         return problems

@@ -19,8 +19,9 @@ from amc.stages.base import Stage, StageContext, StageResult, model_slice, rejec
 from amc.steps import solution_steps, split
 
 
-def solve_request(ctx: StageContext, problem: Problem, template: str, purpose: str, n: int, sampling: Any,
-                  seed: int) -> GenerationRequest:
+def solve_request(
+    ctx: StageContext, problem: Problem, template: str, purpose: str, n: int, sampling: Any, seed: int
+) -> GenerationRequest:
     """The actor's request to solve ``problem`` from scratch."""
     tmpl = ctx.template(template)
     return GenerationRequest(
@@ -29,8 +30,7 @@ def solve_request(ctx: StageContext, problem: Problem, template: str, purpose: s
         messages=tmpl.render(question=problem.question),
         params=SamplingParams(n=n, seed=seed, **sampling.model_dump()),
         template=tmpl.ref,
-        context={"task": "solve", "question": problem.question, "answer": problem.answer,
-                 "solution": problem.solution},
+        context={"task": "solve", "question": problem.question, "answer": problem.answer, "solution": problem.solution},
     )
 
 
@@ -92,8 +92,15 @@ class SampleStage(Stage):
             tag = f"sample/a{a}" if many else "sample"
             actor = ctx.backend(model_cfg)
             requests = [
-                solve_request(ctx, p, scfg.template, tag, scfg.n, scfg.sampling,
-                              ctx.seed(p.id, "sample", a) if many else ctx.seed(p.id, "sample"))
+                solve_request(
+                    ctx,
+                    p,
+                    scfg.template,
+                    tag,
+                    scfg.n,
+                    scfg.sampling,
+                    ctx.seed(p.id, "sample", a) if many else ctx.seed(p.id, "sample"),
+                )
                 for p in rows
             ]
             for problem, resp in zip(rows, actor.generate(requests), strict=True):
@@ -104,20 +111,42 @@ class SampleStage(Stage):
                 for i, comp in enumerate(resp.completions):
                     path_id = f"{problem.id}/sample/a{a}-{i}" if many else f"{problem.id}/sample/{i}"
                     if comp.finish_reason != "stop":
-                        result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="truncated",
-                                                     detail=f"finish_reason={comp.finish_reason}"))
+                        result.rejects.append(
+                            Reject(
+                                stage=self.name,
+                                row_id=path_id,
+                                reason="truncated",
+                                detail=f"finish_reason={comp.finish_reason}",
+                            )
+                        )
                         continue
                     steps = split(comp.text)
                     if not steps:
-                        result.rejects.append(Reject(stage=self.name, row_id=path_id, reason="empty_response",
-                                                     detail="the answer has no step"))
+                        result.rejects.append(
+                            Reject(
+                                stage=self.name,
+                                row_id=path_id,
+                                reason="empty_response",
+                                detail="the answer has no step",
+                            )
+                        )
                         continue
-                    paths.append(ReasoningPath(
-                        id=path_id, problem_id=problem.id, question=problem.question,
-                        reference_answer=problem.answer, steps=steps, strategy="sample",
-                        generator=actor.model, sample_index=i, temperature=scfg.sampling.temperature,
-                        finish_reason=comp.finish_reason, source=problem.source, difficulty=problem.difficulty,
-                    ))
+                    paths.append(
+                        ReasoningPath(
+                            id=path_id,
+                            problem_id=problem.id,
+                            question=problem.question,
+                            reference_answer=problem.answer,
+                            steps=steps,
+                            strategy="sample",
+                            generator=actor.model,
+                            sample_index=i,
+                            temperature=scfg.sampling.temperature,
+                            finish_reason=comp.finish_reason,
+                            source=problem.source,
+                            difficulty=problem.difficulty,
+                        )
+                    )
         if scfg.reference:
             paths.extend(self._references(rows))
         # Rows of a problem together, sampled paths first (actor by actor), then its reference solution.
@@ -127,12 +156,24 @@ class SampleStage(Stage):
         for p in grade_paths(paths):
             if p.strategy == "reference" and not p.correct:
                 # A reference solution that does not grade as its own answer is unreadable, not a flawed path.
-                result.rejects.append(Reject(stage=self.name, row_id=p.id, reason="reference_not_gradable",
-                                             detail=f"read {p.predicted_answer!r}, reference {p.reference_answer!r}"))
+                result.rejects.append(
+                    Reject(
+                        stage=self.name,
+                        row_id=p.id,
+                        reason="reference_not_gradable",
+                        detail=f"read {p.predicted_answer!r}, reference {p.reference_answer!r}",
+                    )
+                )
             elif p.predicted_answer is None:
                 # No final answer to grade: an unreadable answer is a reject, not a flawed path to critique.
-                result.rejects.append(Reject(stage=self.name, row_id=p.id, reason="no_answer",
-                                             detail=f"no final answer in: {p.steps[-1][:200]!r}"))
+                result.rejects.append(
+                    Reject(
+                        stage=self.name,
+                        row_id=p.id,
+                        reason="no_answer",
+                        detail=f"no final answer in: {p.steps[-1][:200]!r}",
+                    )
+                )
             else:
                 kept.append(p)
         result.rows = list(kept)
@@ -147,11 +188,20 @@ class SampleStage(Stage):
         for p in problems:
             steps = reference_steps(p)
             if steps is not None:
-                out.append(ReasoningPath(
-                    id=f"{p.id}/reference/0", problem_id=p.id, question=p.question, reference_answer=p.answer,
-                    steps=steps, strategy="reference", generator="reference", error_step=-1, source=p.source,
-                    difficulty=p.difficulty,
-                ))
+                out.append(
+                    ReasoningPath(
+                        id=f"{p.id}/reference/0",
+                        problem_id=p.id,
+                        question=p.question,
+                        reference_answer=p.answer,
+                        steps=steps,
+                        strategy="reference",
+                        generator="reference",
+                        error_step=-1,
+                        source=p.source,
+                        difficulty=p.difficulty,
+                    )
+                )
         return out
 
 

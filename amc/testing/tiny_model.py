@@ -133,9 +133,7 @@ def build_tiny_llama(
     model: Any = LlamaForCausalLM(config)
     model = model.to(torch.float32)
     # Plain greedy/sampling defaults only: no temperature or top_p that engines would pick up as the model's own.
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD]
-    )
+    model.generation_config = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD])
     model.save_pretrained(path)
     (path / "amc_tiny_model.json").write_text(
         json.dumps({"builder": "amc.testing.build_tiny_llama", "seed": seed, "vocab_size": len(tokenizer)}) + "\n",

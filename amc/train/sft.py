@@ -91,10 +91,15 @@ def train_sft(settings: SFTSettings) -> TrainResult:
 
     losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     result = TrainResult(
-        output_dir=out, train_loss=float(output.training_loss), eval_loss=_float(eval_loss),
-        examples=len(train), trained_examples=len(trainer.train_dataset),
-        eval_examples=len(test) if test is not None else 0, steps=int(trainer.state.global_step),
-        losses=losses, dataset=dataset_identity(settings),
+        output_dir=out,
+        train_loss=float(output.training_loss),
+        eval_loss=_float(eval_loss),
+        examples=len(train),
+        trained_examples=len(trainer.train_dataset),
+        eval_examples=len(test) if test is not None else 0,
+        steps=int(trainer.state.global_step),
+        losses=losses,
+        dataset=dataset_identity(settings),
     )
     _write_record(out, settings, result)
     return result
@@ -163,8 +168,10 @@ def _datasets(settings: SFTSettings):
 def _prompt_completion(ds, settings: SFTSettings):
     missing = {"prompt", "completion"} - set(ds.column_names)
     if missing:
-        raise TrainError(f"{settings.data} config '{settings.config}' has no {', '.join(sorted(missing))} column; "
-                         f"train on sft_critic or sft_refine (TRL prompt/completion)")
+        raise TrainError(
+            f"{settings.data} config '{settings.config}' has no {', '.join(sorted(missing))} column; "
+            f"train on sft_critic or sft_refine (TRL prompt/completion)"
+        )
     # id/problem_id would be dropped by the trainer anyway; keeping only what TRL reads makes that explicit.
     return ds.select_columns(["prompt", "completion"])
 
@@ -212,15 +219,26 @@ def _checkpointing(config_cls: type, on: bool) -> dict[str, bool]:
 def _lora_config(settings: SFTSettings):
     from peft import LoraConfig
 
-    return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=settings.lora_target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def dataset_identity(settings: SFTSettings) -> dict[str, Any]:
     """Source, config, revision, and the publication's name, version and fingerprint from its ``amc_version.json``
     (a local folder's, or the Hub repository's at ``revision``; ``None`` fields when it cannot be read)."""
-    ident: dict[str, Any] = {"source": settings.data, "config": settings.config, "revision": settings.revision,
-                             "name": None, "version": None, "fingerprint": None}
+    ident: dict[str, Any] = {
+        "source": settings.data,
+        "config": settings.config,
+        "revision": settings.revision,
+        "name": None,
+        "version": None,
+        "fingerprint": None,
+    }
     folder = Path(settings.data)
     try:
         if folder.is_dir():

@@ -112,24 +112,34 @@ def continuation_messages(ctx: StageContext, question: str, prefix: list[str]) -
     return messages, solve
 
 
-def continue_request(ctx: StageContext, base: ReasoningPath, prefix: list[str], path_id: str, sampling: Sampling,
-                     context: dict[str, Any]) -> GenerationRequest:
+def continue_request(
+    ctx: StageContext, base: ReasoningPath, prefix: list[str], path_id: str, sampling: Sampling, context: dict[str, Any]
+) -> GenerationRequest:
     """The actor's request to finish ``prefix`` (a partial assistant turn) as a solution of ``base``'s problem.
 
     An empty prefix is a plain solve request: some servers refuse an empty assistant turn to continue.
     """
     messages, solve = continuation_messages(ctx, base.question, prefix)
     return GenerationRequest(
-        id=f"{path_id}/continue", role="actor", messages=messages, continue_final_message=bool(prefix),
+        id=f"{path_id}/continue",
+        role="actor",
+        messages=messages,
+        continue_final_message=bool(prefix),
         params=SamplingParams(n=1, seed=ctx.seed(path_id, "continue"), **sampling.model_dump()),
         template=solve.ref,
-        context={"task": "continue", "steps": prefix, "original_steps": base.steps,
-                 "answer": base.reference_answer, **context},
+        context={
+            "task": "continue",
+            "steps": prefix,
+            "original_steps": base.steps,
+            "answer": base.reference_answer,
+            **context,
+        },
     )
 
 
-def attempts(bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy: str, per_problem: int,
-             built: Built) -> Iterator[tuple[random.Random, int, ReasoningPath, str]]:
+def attempts(
+    bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy: str, per_problem: int, built: Built
+) -> Iterator[tuple[random.Random, int, ReasoningPath, str]]:
     """(rng, j, base path, new path id) for each construction a strategy tries, per problem, seeded by the
     problem id and the strategy; each try is counted in ``built.tried``."""
     for pid, correct in bases.items():
@@ -139,15 +149,22 @@ def attempts(bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy:
             yield rng, j, base, f"{pid}/{strategy}/{j}"
 
 
-def attempts_at_step(bases: dict[str, list[ReasoningPath]], ctx: StageContext, strategy: str, per_problem: int,
-                     distribution: KDistribution, built: Built, verb: str
-                     ) -> Iterator[tuple[random.Random, ReasoningPath, int, str]]:
+def attempts_at_step(
+    bases: dict[str, list[ReasoningPath]],
+    ctx: StageContext,
+    strategy: str,
+    per_problem: int,
+    distribution: KDistribution,
+    built: Built,
+    verb: str,
+) -> Iterator[tuple[random.Random, ReasoningPath, int, str]]:
     """Like :func:`attempts`, with the step k to work on drawn; a path too short to have one is a reject."""
     for rng, _, base, path_id in attempts(bases, ctx, strategy, per_problem, built):
         k = draw_step(inner_steps(base), rng, distribution)
         if k is None:
-            built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="too_short",
-                                        detail=f"a one-step path has no step to {verb}"))
+            built.rejects.append(
+                Reject(stage=STAGE, row_id=path_id, reason="too_short", detail=f"a one-step path has no step to {verb}")
+            )
             continue
         yield rng, base, k, path_id
 
@@ -171,11 +188,20 @@ def keep_wrong(paths: list[ReasoningPath], built: Built) -> None:
     'no_answer' when there is no final answer to grade)."""
     for p in grade_paths(paths):
         if p.predicted_answer is None:
-            built.rejects.append(Reject(stage=STAGE, row_id=p.id, reason="no_answer",
-                                        detail=f"no final answer in: {p.steps[-1][:200]!r}"))
+            built.rejects.append(
+                Reject(
+                    stage=STAGE, row_id=p.id, reason="no_answer", detail=f"no final answer in: {p.steps[-1][:200]!r}"
+                )
+            )
         elif p.correct:
-            built.rejects.append(Reject(stage=STAGE, row_id=p.id, reason="answer_still_correct",
-                                        detail=f"final answer {p.predicted_answer!r} still matches the reference"))
+            built.rejects.append(
+                Reject(
+                    stage=STAGE,
+                    row_id=p.id,
+                    reason="answer_still_correct",
+                    detail=f"final answer {p.predicted_answer!r} still matches the reference",
+                )
+            )
         else:
             built.paths.append(p)
 
@@ -188,8 +214,11 @@ def dedup(paths: list[ReasoningPath]) -> tuple[list[ReasoningPath], list[Reject]
     for p in paths:
         key = (p.problem_id, text_key(p))
         if key in seen:
-            rejects.append(Reject(stage=STAGE, row_id=p.id, reason="duplicate",
-                                  detail="same text as an earlier path of this problem"))
+            rejects.append(
+                Reject(
+                    stage=STAGE, row_id=p.id, reason="duplicate", detail="same text as an earlier path of this problem"
+                )
+            )
         else:
             seen.add(key)
             kept.append(p)
@@ -218,8 +247,14 @@ def balance(paths: list[ReasoningPath], ratio: float, run_seed: int) -> tuple[li
         ranked = sorted(correct, key=lambda p: (derive_seed(run_seed, p.id, "balance"), p.id))
         for p in ranked[allowed:]:
             dropped.add(p.id)
-            rejects.append(Reject(stage=STAGE, row_id=p.id, reason="balance",
-                                  detail=f"more than {ratio:g} correct per flawed path in ({source}, {strategy})"))
+            rejects.append(
+                Reject(
+                    stage=STAGE,
+                    row_id=p.id,
+                    reason="balance",
+                    detail=f"more than {ratio:g} correct per flawed path in ({source}, {strategy})",
+                )
+            )
     return [p for p in paths if p.id not in dropped], rejects
 
 

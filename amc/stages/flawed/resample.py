@@ -40,25 +40,39 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
     if not rcfg.enabled or rcfg.per_problem == 0:
         return built
     plans: list[tuple[ReasoningPath, int, str]] = [
-        (base, k, path_id) for _, base, k, path_id in
-        attempts_at_step(bases, ctx, "resample", rcfg.per_problem, rcfg.k_distribution, built, "resample")
+        (base, k, path_id)
+        for _, base, k, path_id in attempts_at_step(
+            bases, ctx, "resample", rcfg.per_problem, rcfg.k_distribution, built, "resample"
+        )
     ]
     if not plans:
         return built
     actor = ctx.backend("actor")
-    requests = [continue_request(ctx, base, base.steps[:k], path_id, rcfg.sampling, {"k": k, "mode": "resample"})
-                for base, k, path_id in plans]
+    requests = [
+        continue_request(ctx, base, base.steps[:k], path_id, rcfg.sampling, {"k": k, "mode": "resample"})
+        for base, k, path_id in plans
+    ]
     made = []
     for (base, k, path_id), resp in zip(plans, actor.generate(requests), strict=True):
         steps = continued_steps(path_id, base.steps[:k], resp)
         if isinstance(steps, Reject):
             built.rejects.append(steps)
             continue
-        made.append(ReasoningPath(
-            id=path_id, problem_id=base.problem_id, question=base.question, reference_answer=base.reference_answer,
-            steps=steps, strategy="resample", generator=actor.model, sample_index=int(path_id.rsplit("/", 1)[1]),
-            error_step=first_difference(steps, base.steps, k), temperature=rcfg.sampling.temperature,
-            source=base.source, difficulty=base.difficulty,
-        ))
+        made.append(
+            ReasoningPath(
+                id=path_id,
+                problem_id=base.problem_id,
+                question=base.question,
+                reference_answer=base.reference_answer,
+                steps=steps,
+                strategy="resample",
+                generator=actor.model,
+                sample_index=int(path_id.rsplit("/", 1)[1]),
+                error_step=first_difference(steps, base.steps, k),
+                temperature=rcfg.sampling.temperature,
+                source=base.source,
+                difficulty=base.difficulty,
+            )
+        )
     keep_wrong(made, built)
     return built

@@ -30,8 +30,9 @@ def perturbable_steps(path: ReasoningPath) -> list[int]:
     return [i for i in inner_steps(path) if any(c.true for c in claims(path.steps[i]))]
 
 
-def perturb_path(base: ReasoningPath, rng: random.Random, mode: str, carry: bool,
-                 distribution: KDistribution) -> perturb.InjectedPath | None:
+def perturb_path(
+    base: ReasoningPath, rng: random.Random, mode: str, carry: bool, distribution: KDistribution
+) -> perturb.InjectedPath | None:
     """Perturb a step drawn by ``distribution``; when it holds nothing ``mode`` can change, the next draw among the
     remaining steps is tried. None when no step can be perturbed."""
     candidates = perturbable_steps(base)
@@ -56,15 +57,31 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
         mode = rng.choice(scfg.modes)
         got = perturb_path(base, rng, mode, scfg.carry, scfg.k_distribution)
         if got is None:
-            built.rejects.append(Reject(stage=STAGE, row_id=path_id, reason="no_claim",
-                                        detail=f"no step of {base.id} holds arithmetic a '{mode}' change fits"))
+            built.rejects.append(
+                Reject(
+                    stage=STAGE,
+                    row_id=path_id,
+                    reason="no_claim",
+                    detail=f"no step of {base.id} holds arithmetic a '{mode}' change fits",
+                )
+            )
             continue
-        made.append(ReasoningPath(
-            id=path_id, problem_id=base.problem_id, question=base.question,
-            reference_answer=base.reference_answer, steps=got.steps, strategy="symbolic", generator="symbolic",
-            sample_index=j, error_step=got.k, error_type=ERROR_TYPES[mode], source=base.source,
-            difficulty=base.difficulty,
-        ))
+        made.append(
+            ReasoningPath(
+                id=path_id,
+                problem_id=base.problem_id,
+                question=base.question,
+                reference_answer=base.reference_answer,
+                steps=got.steps,
+                strategy="symbolic",
+                generator="symbolic",
+                sample_index=j,
+                error_step=got.k,
+                error_type=ERROR_TYPES[mode],
+                source=base.source,
+                difficulty=base.difficulty,
+            )
+        )
     if scfg.carry:
         keep_wrong(made, built)
     else:

@@ -36,8 +36,12 @@ class Plan:
 def plan(bases: dict[str, list[ReasoningPath]], ctx: StageContext, built: Built) -> list[Plan]:
     """Which step of which base path gets which error type, per problem (seeded by the problem id)."""
     icfg = ctx.cfg.stages.inject
-    return [Plan(base, k, rng.choice(icfg.error_types), path_id) for rng, base, k, path_id in
-            attempts_at_step(bases, ctx, "inject", icfg.per_problem, icfg.k_distribution, built, "corrupt")]
+    return [
+        Plan(base, k, rng.choice(icfg.error_types), path_id)
+        for rng, base, k, path_id in attempts_at_step(
+            bases, ctx, "inject", icfg.per_problem, icfg.k_distribution, built, "corrupt"
+        )
+    ]
 
 
 def rewrite_request(ctx: StageContext, p: Plan) -> GenerationRequest:
@@ -45,7 +49,8 @@ def rewrite_request(ctx: StageContext, p: Plan) -> GenerationRequest:
     icfg = ctx.cfg.stages.inject
     tmpl = ctx.template(icfg.template)
     return GenerationRequest(
-        id=f"{p.path_id}/rewrite", role="injector",
+        id=f"{p.path_id}/rewrite",
+        role="injector",
         messages=tmpl.render(question=p.base.question, steps=p.base.steps, k=p.k, error_type=p.error_type),
         params=SamplingParams(n=1, seed=ctx.seed(p.path_id, "rewrite"), **icfg.sampling.model_dump()),
         template=tmpl.ref,
@@ -72,14 +77,26 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
             built.rejects.append(bad)
             continue
         if resp.completions[0].finish_reason != "stop":
-            built.rejects.append(Reject(stage=STAGE, row_id=p.path_id, reason="truncated",
-                                        detail=f"rewrite finish_reason={resp.completions[0].finish_reason}"))
+            built.rejects.append(
+                Reject(
+                    stage=STAGE,
+                    row_id=p.path_id,
+                    reason="truncated",
+                    detail=f"rewrite finish_reason={resp.completions[0].finish_reason}",
+                )
+            )
             continue
         new_lines = split(resp.completions[0].text)
         new_step = new_lines[0] if new_lines else ""
         if not new_step or norm(new_step) == norm(p.base.steps[p.k]):
-            built.rejects.append(Reject(stage=STAGE, row_id=p.path_id, reason="unchanged_step",
-                                        detail=f"step {p.k} came back unchanged or empty"))
+            built.rejects.append(
+                Reject(
+                    stage=STAGE,
+                    row_id=p.path_id,
+                    reason="unchanged_step",
+                    detail=f"step {p.k} came back unchanged or empty",
+                )
+            )
             continue
         todo.append((p, [*p.base.steps[: p.k], new_step]))
     actor = ctx.backend("actor")
@@ -92,12 +109,22 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
         if isinstance(steps, Reject):
             built.rejects.append(steps)
             continue
-        made.append(ReasoningPath(
-            id=p.path_id, problem_id=p.base.problem_id, question=p.base.question,
-            reference_answer=p.base.reference_answer, steps=steps, strategy="inject",
-            generator=f"{injector.model}+{actor.model}", sample_index=int(p.path_id.rsplit("/", 1)[1]),
-            error_step=p.k, error_type=p.error_type.name, temperature=icfg.sampling.temperature,
-            source=p.base.source, difficulty=p.base.difficulty,
-        ))
+        made.append(
+            ReasoningPath(
+                id=p.path_id,
+                problem_id=p.base.problem_id,
+                question=p.base.question,
+                reference_answer=p.base.reference_answer,
+                steps=steps,
+                strategy="inject",
+                generator=f"{injector.model}+{actor.model}",
+                sample_index=int(p.path_id.rsplit("/", 1)[1]),
+                error_step=p.k,
+                error_type=p.error_type.name,
+                temperature=icfg.sampling.temperature,
+                source=p.base.source,
+                difficulty=p.base.difficulty,
+            )
+        )
     keep_wrong(made, built)
     return built
