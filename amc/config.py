@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from amc.errors import ConfigError
+from amc.loopconfig import LoopConfig, SelftrainConfig
 
 STAGES: tuple[str, ...] = ("problems", "sample", "inject", "critique", "filter")
 
@@ -98,6 +99,9 @@ OPERATIONAL_FIELDS = frozenset(
 )
 
 
+SimTask = Literal["*", "solve", "inject", "continue", "critique", "refine", "rollout"]
+
+
 class ModelConfig(Strict):
     """One model block. The same pipeline runs on any engine by changing this block only."""
 
@@ -106,6 +110,16 @@ class ModelConfig(Strict):
     revision: str | None = None
     # sim
     error_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="sim: chance a sampled path goes wrong.")
+    truncate: dict[SimTask, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict,
+        description="sim: per task (solve, inject, continue, critique, refine, rollout; '*' for every task), the "
+        "chance a completion runs on past its answer and is cut off by max_tokens (finish_reason 'length').",
+    )
+    malformed: dict[SimTask, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict,
+        description="sim: per task, the chance a completion is malformed: a solution without an answer, an "
+        "unreadable critique, an empty rewrite.",
+    )
     # vllm
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -145,12 +159,17 @@ class Models(Strict):
     actor: ModelConfig = Field(default_factory=ModelConfig)
     injector: ModelConfig | None = Field(default=None, description="Defaults to the actor.")
     annotator: ModelConfig = Field(default_factory=ModelConfig)
+    critic: ModelConfig | None = Field(
+        default=None, description="The critic of `amc loop` / `amc selftrain`; defaults to the annotator."
+    )
 
     def for_role(self, role: str) -> ModelConfig:
         if role in ("actor", "refiner"):
             return self.actor
         if role == "injector":
             return self.injector or self.actor
+        if role == "critic":
+            return self.critic or self.annotator
         return self.annotator
 
 
@@ -385,6 +404,8 @@ class PipelineConfig(Strict):
     )
     models: Models = Field(default_factory=Models)
     stages: Stages = Field(default_factory=Stages)
+    loop: LoopConfig = Field(default_factory=LoopConfig, description="`amc loop`: critique-in-the-loop at test time.")
+    selftrain: SelftrainConfig = Field(default_factory=SelftrainConfig, description="`amc selftrain`.")
 
     @model_validator(mode="before")
     @classmethod
