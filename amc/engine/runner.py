@@ -16,14 +16,10 @@ a killed build resumes at the first shard its manifest does not list.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +29,15 @@ from amc.backends import create
 from amc.config import STAGES as STAGE_NAMES
 from amc.config import FileSource, ModelConfig, PipelineConfig
 from amc.engine.cache import CachedBackend, RequestCache
-from amc.engine.store import atomic_write_json, read_records, shard_name, write_records
-from amc.errors import AmcError
+from amc.engine.rundir import (
+    RETRYABLE_REASONS,
+    RunDir,
+    data_hash,
+    os_error,
+    retryable_rejects,
+    shard_entry,
+)
+from amc.engine.store import atomic_write_bytes, encode_records, read_records, shard_name
 from amc.prompts import load_template
 from amc.records import Reject
 from amc.redact import redact
@@ -92,14 +95,14 @@ def expected_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    path = stage_dir / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A stage folder's manifest, or None (see :meth:`amc.engine.rundir.RunDir.read_manifest`)."""
+    return RunDir(stage_dir.parent).read_manifest(stage_dir.name)
 
 
 @dataclass
 class StageReport:
     name: str
-    action: str  # built | resumed | skipped
+    action: str  # built | resumed | repaired | skipped
     rows: int = 0
     rejects: int = 0
     dropped: int = 0
@@ -107,6 +110,8 @@ class StageReport:
     cached: int = 0
     seconds: float = 0.0
     funnel: dict[str, int] = field(default_factory=dict)
+    retryable: int = 0  # rejects from engine outages: the stage is incomplete until a rerun answers them
+    damaged: int = 0  # shards found missing or altered on disk, rebuilt from the cache
 
 
 class _Backends:
@@ -160,18 +165,23 @@ class _Backends:
 class Runner:
     """Builds a pipeline's stages. ``Runner(cfg).build("filter")`` builds every stage up to the filter."""
 
-    def __init__(self, cfg: PipelineConfig, show_progress: bool = True):
+    def __init__(
+        self, cfg: PipelineConfig, show_progress: bool = True, *, verify: bool = False, retry_rejects: bool = False
+    ):
         self.cfg = cfg
         self.run_dir = cfg.run_path
+        self.rundir = RunDir(self.run_dir)
         self.show_progress = show_progress
+        self.verify = verify  # check every shard's sha256, not just its size
+        self.retry_rejects = retry_rejects  # redo the shards of every reject, not only engine outages
 
     # ------------------------------------------------------------------ build
     def build(self, until: str = "filter") -> list[StageReport]:
         plan = stages_until(until)
         # Bad input fails here, before any engine starts.
         problems = ProblemsStage().load(self.cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive(self.run_dir):
+        with self.rundir.lock():
+            self.rundir.clean_tmp()  # what a killed write left behind
             return self._build(plan, until, problems)
 
     def _build(self, plan: list[Stage], until: str, problems: list[Any]) -> list[StageReport]:
@@ -179,33 +189,97 @@ class Runner:
         backends = _Backends(self.cfg, cache)
         reports: list[StageReport] = []
         input_fp: str | None = None
+        input_data: str | None = None
         started = time.time()
         try:
             for pos, stage in enumerate(plan):
                 fp = stage_fingerprint(stage, self.cfg, input_fp)
-                reports.append(self._build_stage(stage, fp, problems, backends))
+                report = self._build_stage(stage, fp, input_data, problems, backends)
+                reports.append(report)
+                if report.retryable:
+                    break  # an outage: later stages would be built on missing rows; the next build resumes here
                 # Free engines the next stage does not use: on one GPU, two big models seldom fit side by side,
                 # and reloading one later costs less than running out of memory.
                 backends.release_unused(plan[pos + 1 : pos + 2])
                 input_fp = fp
+                input_data = data_hash(self.rundir.read_manifest(stage.name) or {})
         finally:
             backends.close()
             cache.close()
-            atomic_write_json(
-                self.run_dir / "build.json",
+            self.rundir.write_build(
                 {
                     "until": until,
                     "seconds": round(time.time() - started, 3),
                     "stages": [r.__dict__ for r in reports],
                     "requests": {"made": sum(r.made for r in reports), "cached": sum(r.cached for r in reports)},
+                    "incomplete": {r.name: r.retryable for r in reports if r.retryable},
                 },
             )
         return reports
 
-    def _build_stage(self, stage: Stage, fp: str, problems: list[Any], backends: _Backends) -> StageReport:
-        stage_dir = self.run_dir / stage.name
-        manifest = read_manifest(stage_dir)
-        if manifest and manifest["fingerprint"] == fp and manifest["status"] == "done":
+    def _stage_start(self, stage: Stage, fp: str, input_data: str | None) -> tuple[dict[str, Any] | None, str, int]:
+        """Read a stage's manifest and decide: (manifest to resume or None to start afresh, action, damaged)."""
+        state, manifest, damaged = self.rundir.stage_state(stage.name, fp, input_data, full=self.verify)
+        if state in ("missing", "stale"):
+            if manifest is not None:
+                self.rundir.remove_stage(stage.name)  # stale: its config or input changed; only amc's files go
+            return None, "built", 0
+        assert manifest is not None
+        redo = set(damaged)
+        for idx, shard in manifest["shards"].items():
+            reasons = shard.get("reject_reasons", {})
+            if any(r in RETRYABLE_REASONS for r in reasons) or (self.retry_rejects and reasons):
+                redo.add(int(idx))
+        if state == "done" and not redo:
+            return manifest, "skipped", 0
+        action = "repaired" if damaged and manifest["status"] == "done" else "resumed"
+        for idx in redo:
+            del manifest["shards"][str(idx)]
+        manifest["status"] = "partial"
+        for key in ("rows", "rejects", "dropped", "funnel", "rejects_by_reason", "data_hash"):
+            manifest.pop(key, None)
+        self.rundir.write_manifest(stage.name, manifest)
+        return manifest, action, len(damaged)
+
+    def _write_shard(self, stage: Stage, manifest: dict[str, Any], i: int, res: Any) -> None:
+        """Write one shard's outputs, then record them (rows, bytes, sha256 per file) in the stage's manifest."""
+        name = shard_name(i, manifest["num_shards"])
+        stage_dir = self.rundir.stage_dir(stage.name)
+        # A shard redone after a kill may differ from what the killed run left (a failed request now
+        # answered): clear every output of the shard first, so no stale file survives beside the manifest.
+        self.rundir.remove_shard(stage.name, name, ("data", "rejects", "dropped", *stage.extra_outputs))
+        outputs: list[tuple[str, list[Any], Any]] = [("rejects", res.rejects, Reject)]
+        if stage.dropped_output is not None:
+            outputs.append(("dropped", res.dropped, stage.dropped_output))
+        outputs += [(extra, rows, stage.extra_outputs[extra]) for extra, rows in res.extra.items()]
+        outputs.append(("data", res.rows, stage.output))  # data last: its presence marks a finished write
+        files: dict[str, tuple[int, bytes | None]] = {}
+        for folder, rows, model in outputs:
+            # An empty shard is not written at all: `datasets` cannot read a Parquet file with no rows.
+            data = encode_records(rows, model) if rows else None
+            if data is not None:
+                try:
+                    atomic_write_bytes(stage_dir / folder / name, data)
+                except OSError as exc:
+                    raise os_error(exc, stage_dir / folder / name) from None
+            files[f"{folder}/{name}"] = (len(rows), data)
+        manifest["shards"][str(i)] = shard_entry(
+            stage_dir,
+            files,
+            rows=len(res.rows),
+            rejects=len(res.rejects),
+            dropped=len(res.dropped),
+            counts=dict(res.counts),
+            reject_reasons=dict(Counter(r.reason for r in res.rejects)),
+        )
+        self.rundir.write_manifest(stage.name, manifest)
+
+    def _build_stage(
+        self, stage: Stage, fp: str, input_data: str | None, problems: list[Any], backends: _Backends
+    ) -> StageReport:
+        manifest, action, damaged = self._stage_start(stage, fp, input_data)
+        if action == "skipped":
+            assert manifest is not None
             return StageReport(
                 stage.name,
                 "skipped",
@@ -214,9 +288,6 @@ class Runner:
                 dropped=manifest["dropped"],
                 funnel=manifest["funnel"],
             )
-        resumed = bool(manifest and manifest["fingerprint"] == fp)
-        if manifest and not resumed:
-            shutil.rmtree(stage_dir)  # stale: its config or input changed
         t0 = time.time()
         made0, cached0, failed0 = backends.counters()
 
@@ -227,16 +298,17 @@ class Runner:
             num = len(problem_chunks)
         else:
             chunks = None
-            in_manifest = read_manifest(self.run_dir / stage.input_stage)
+            in_manifest = self.rundir.read_manifest(stage.input_stage)
             assert in_manifest is not None and in_manifest["status"] == "done", "input stage must be built first"
             num = in_manifest["num_shards"]
-            in_dir = self.run_dir / stage.input_stage / "data"
+            in_dir = self.rundir.stage_dir(stage.input_stage) / "data"
             in_model = _output_model(stage.input_stage)
 
-        if not resumed:
+        if manifest is None:
             manifest = {
                 "stage": stage.name,
                 "fingerprint": fp,
+                "input_data": input_data,
                 "status": "partial",
                 "num_shards": num,
                 "shards": {},
@@ -245,8 +317,7 @@ class Runner:
                 "templates": template_refs(stage, self.cfg),
                 "models": redact(_stage_models(stage, self.cfg)),
             }
-            atomic_write_json(stage_dir / "manifest.json", manifest)
-        assert manifest is not None
+            self.rundir.write_manifest(stage.name, manifest)
         ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
         todo = [i for i in range(num) if str(i) not in manifest["shards"]]
         with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
@@ -255,30 +326,11 @@ class Runner:
                 if chunks is not None:
                     rows = chunks[i]
                 else:
+                    # the input shard is checked against its manifest entry as it is read (cheap: read anyway)
+                    self.rundir.check_file(stage.input_stage, in_manifest, f"data/{name}")
                     rows = read_records(in_dir / name, in_model) if (in_dir / name).is_file() else []
                 res = stage.run(rows, ctx)
-                # A shard redone after a kill may differ from what the killed run left (a failed request now
-                # answered): clear every output of the shard first, so no stale file survives beside the manifest.
-                for folder in ("data", "rejects", "dropped", *stage.extra_outputs):
-                    (stage_dir / folder / name).unlink(missing_ok=True)
-                # An empty shard is not written at all: `datasets` cannot read a Parquet file with no rows.
-                if res.rejects:
-                    write_records(stage_dir / "rejects" / name, res.rejects, Reject)
-                if stage.dropped_output is not None and res.dropped:
-                    write_records(stage_dir / "dropped" / name, res.dropped, stage.dropped_output)
-                for extra, rows_out in res.extra.items():
-                    if rows_out:
-                        write_records(stage_dir / extra / name, rows_out, stage.extra_outputs[extra])
-                sha = write_records(stage_dir / "data" / name, res.rows, stage.output) if res.rows else None
-                manifest["shards"][str(i)] = {
-                    "rows": len(res.rows),
-                    "rejects": len(res.rejects),
-                    "dropped": len(res.dropped),
-                    "counts": dict(res.counts),
-                    "reject_reasons": dict(Counter(r.reason for r in res.rejects)),
-                    "sha256": sha,
-                }
-                atomic_write_json(stage_dir / "manifest.json", manifest)
+                self._write_shard(stage, manifest, i, res)
                 advance()
 
         shards = manifest["shards"].values()
@@ -289,9 +341,10 @@ class Runner:
         for s in shards:
             rejects_by_reason.update(s["reject_reasons"])
         made, cached, failed = backends.counters()
+        retryable = retryable_rejects(manifest)
         manifest.update(
             {
-                "status": "done",
+                "status": "incomplete" if retryable else "done",
                 "rows": sum(s["rows"] for s in shards),
                 "rejects": sum(s["rejects"] for s in shards),
                 "dropped": sum(s["dropped"] for s in shards),
@@ -299,12 +352,13 @@ class Runner:
                 "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
                 "requests": {"made": made - made0, "cached": cached - cached0, "failed": failed - failed0},
                 "usage": backends.usage(),
+                "data_hash": data_hash(manifest),
             }
         )
-        atomic_write_json(stage_dir / "manifest.json", manifest)
+        self.rundir.write_manifest(stage.name, manifest)
         return StageReport(
             stage.name,
-            "resumed" if resumed else "built",
+            action,
             rows=manifest["rows"],
             rejects=manifest["rejects"],
             dropped=manifest["dropped"],
@@ -312,19 +366,9 @@ class Runner:
             cached=cached - cached0,
             seconds=round(time.time() - t0, 3),
             funnel=manifest["funnel"],
+            retryable=retryable,
+            damaged=damaged,
         )
-
-
-@contextmanager
-def _exclusive(run_dir: Path) -> Iterator[None]:
-    """One build at a time per run directory: a second one would write the same shards. The lock is released by
-    the operating system when the process dies, so a killed build never leaves a stale lock behind."""
-    with open(run_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AmcError(f"another build is running in {run_dir}; wait for it or use another run_dir") from None
-        yield
 
 
 def _stage_models(stage: Stage, cfg: PipelineConfig) -> dict[str, Any]:

@@ -1,63 +1,59 @@
-"""What ``amc status`` shows: each stage done, partial, stale or missing, with its counts and funnel."""
+"""What ``amc status`` shows: each stage done, partial, stale, damaged, incomplete or missing, with its counts.
+
+Every manifest is read through :class:`amc.engine.rundir.RunDir`, the one owner of the run directory's layout.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import json
 from pathlib import Path
 from typing import Any
 
 from amc.config import PipelineConfig
-from amc.engine.runner import expected_fingerprints, read_manifest
+from amc.engine.rundir import RunDir, data_hash, retryable_rejects
+from amc.engine.runner import expected_fingerprints
 
 
-def run_status(cfg: PipelineConfig) -> dict[str, Any]:
-    """A JSON-ready summary of a run directory, e.g. ``run_status(cfg)["stages"]["filter"]["state"]``."""
-    run_dir = cfg.run_path
+def run_status(cfg: PipelineConfig, verify: bool = False) -> dict[str, Any]:
+    """A JSON-ready summary of a run directory, e.g. ``run_status(cfg)["stages"]["filter"]["state"]``.
+
+    Shard files are checked against their manifest entries: sizes always, sha256 with ``verify``. A stage is
+    ``stale`` when its config changed or its input stage's data changed since it was built (content chaining).
+    """
+    rundir = RunDir(cfg.run_path)
     expected = expected_fingerprints(cfg)
     stages: dict[str, Any] = {}
+    input_data: str | None = None
     for name, fp in expected.items():
-        m = read_manifest(run_dir / name)
+        state, m, damaged = rundir.stage_state(name, fp, input_data, full=verify)
+        # a damaged stage is rebuilt from the cache to the content its manifest records
+        input_data = data_hash(m) if m is not None and state in ("done", "damaged") else "unknown"
         if m is None:
             stages[name] = {"state": "missing"}
             continue
-        if m["fingerprint"] != fp:
-            state = "stale"
-        elif m["status"] != "done":
-            state = "partial"
-        else:
-            state = "done"
-        shards_done = len(m.get("shards", {}))
+        shards = m.get("shards", {})
         stages[name] = {
             "state": state,
-            "shards": f"{shards_done}/{m.get('num_shards', 0)}",
-            "rows": m.get("rows", sum(s["rows"] for s in m.get("shards", {}).values())),
+            "shards": f"{len(shards)}/{m.get('num_shards', 0)}",
+            "rows": m.get("rows", sum(s.get("rows", 0) for s in shards.values())),
             "rejects": m.get("rejects", 0),
             "dropped": m.get("dropped", 0),
             "funnel": m.get("funnel", {}),
             "rejects_by_reason": m.get("rejects_by_reason", {}),
             "requests": m.get("requests", {}),
         }
-    build_file = run_dir / "build.json"
-    last_build = json.loads(build_file.read_text()) if build_file.is_file() else None
+        if damaged:
+            stages[name]["damaged"] = {str(k): v for k, v in sorted(damaged.items())}
+        if state == "incomplete":
+            stages[name]["retryable"] = retryable_rejects(m)
     return {
         "name": cfg.name,
-        "run_dir": str(run_dir),
-        "building": build_running(run_dir),
+        "run_dir": str(rundir.path),
+        "building": rundir.building(),
         "stages": stages,
-        "last_build": last_build,
+        "last_build": rundir.read_build(),
     }
 
 
 def build_running(run_dir: Path) -> bool:
-    """True while a build holds the run directory's lock (see :func:`amc.engine.runner.Runner.build`)."""
-    lock = run_dir / ".lock"
-    if not lock.is_file():
-        return False
-    with open(lock) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    """True while a build holds the run directory's lock (see :meth:`amc.engine.rundir.RunDir.lock`)."""
+    return RunDir(run_dir).building()

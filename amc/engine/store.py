@@ -94,12 +94,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def write_records(path: Path, records: Sequence[BaseModel], model: type[BaseModel]) -> str:
-    """Write records as one Parquet file atomically; return the file's sha256."""
+def encode_records(records: Sequence[BaseModel], model: type[BaseModel]) -> bytes:
+    """Records as the bytes of one Parquet file (zstd), with the record kind's explicit schema."""
     table = pa.Table.from_pylist([r.model_dump(mode="python") for r in records], schema=arrow_schema(model))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    data = sink.getvalue().to_pybytes()
+    return sink.getvalue().to_pybytes()
+
+
+def write_records(path: Path, records: Sequence[BaseModel], model: type[BaseModel]) -> str:
+    """Write records as one Parquet file atomically; return the file's sha256."""
+    data = encode_records(records, model)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 

@@ -18,7 +18,6 @@ same split, in every config and in every later version of the dataset (no test p
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from amc.config import STAGES, PipelineConfig
 from amc.critique_format import render_text
+from amc.engine.rundir import ManifestError, RunDir
 from amc.engine.store import arrow_schema, arrow_struct, read_records
 from amc.errors import AmcError
 from amc.prompts import load_template
@@ -107,15 +107,31 @@ def read_run(cfg: PipelineConfig, expected: dict[str, str] | None = None) -> Run
     differs was built from another config, so publishing it under this config's card would misstate its origin.
     """
     run_dir = cfg.run_path
+    rundir = RunDir(run_dir)
     run = RunData(cfg=cfg)
     for name in dict.fromkeys([*STAGES, *(expected or {})]):
         stage_dir = run_dir / name
-        manifest_file = stage_dir / "manifest.json"
-        if not manifest_file.is_file():
+        try:
+            manifest = rundir.read_manifest(name)
+        except ManifestError as exc:
+            raise PublishError(str(exc)) from None
+        if manifest is None:
             continue
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        if manifest.get("status") == "incomplete":
+            raise PublishError(
+                f"stage '{name}' in {run_dir} is incomplete: an engine outage left rows unanswered; "
+                f"run `amc build` again to ask for them"
+            )
         if manifest.get("status") != "done":
             raise PublishError(f"stage '{name}' in {run_dir} is not finished; run `amc build` to complete it")
+        # every shard is checked against its manifest entry (bytes and sha256) before anything is published
+        damaged = rundir.damaged_shards(name, manifest, full=True)
+        if damaged:
+            idx, what = next(iter(sorted(damaged.items())))
+            raise PublishError(
+                f"stage '{name}' in {run_dir} is damaged (shard {idx}: {what}); run `amc build` "
+                f"to rebuild it from the cache"
+            )
         if expected and name in expected and manifest.get("fingerprint") != expected[name]:
             raise PublishError(
                 f"stage '{name}' in {run_dir} was built from another config (stale); run `amc build` first"
