@@ -12,12 +12,14 @@ with ``{% include %}`` has no version of its own: bump the templates that includ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -29,11 +31,20 @@ _INCLUDE = re.compile(r"""\{%-?\s*include\s+["']([^"']+)["']""")
 _MARKER = re.compile(r"^<\|(system|user|assistant)\|>\s*$", re.MULTILINE)
 
 
+@functools.lru_cache(maxsize=32)
 def _environment(search: tuple[str, ...]) -> SandboxedEnvironment:
     # Sandboxed: a user's template cannot reach Python internals. `{% include %}` looks in the user's folder first.
+    # One environment per search path and process: it caches the partials it loads (and reloads an edited one).
     return SandboxedEnvironment(
         loader=FileSystemLoader(list(search)), undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(search: tuple[str, ...], source: str) -> jinja2.Template:
+    """A template's source, compiled once per process: compiling costs milliseconds and rendering far less, and a
+    build renders the same few templates for every row (a profile of a 320-problem build spent 53% compiling)."""
+    return _environment(search).from_string(source)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class Template:
 
     def render(self, **variables: Any) -> list[Message]:
         """Render into chat messages; a template with no marker is one user message."""
-        text = _environment(self.search).from_string(self.source).render(**variables)
+        text = _compiled(self.search, self.source).render(**variables)
         parts = _MARKER.split(text)
         if len(parts) == 1:
             return [Message(role="user", content=text.strip())]
