@@ -20,6 +20,11 @@ It exists so that the quickstart and the tests run anywhere, offline, in seconds
   its final verdict is wrong;
 - refiner (``refine``): recomputes from the first flagged step; some attempts fail or shortcut to a bare answer.
 
+Faults on request, per task (``truncate`` and ``malformed`` in the model block, e.g. ``{refine: 0.5}``, ``'*'``
+for every task): a truncated completion runs on past its answer and ends with ``finish_reason == "length"`` (so
+only the finish reason tells a stage not to trust it); a malformed one has no answer line, is a critique no parser
+can read, or is an empty rewrite. With neither set, every completion finishes with ``stop``.
+
 Everything is seeded by the request's seed, so the same request always gets the same answer. Set
 ``AMC_SIM_REQUEST_LOG`` to a file to log every request it answers (tests use it to prove that no request is
 repeated), and ``AMC_SIM_DELAY`` (seconds) to slow it down.
@@ -38,7 +43,7 @@ from fractions import Fraction
 from typing import Any
 
 from amc.answers import extract, verify
-from amc.backends.base import Completion, GenerationRequest, GenerationResponse
+from amc.backends.base import Completion, FinishReason, GenerationRequest, GenerationResponse
 from amc.critique_format import render_json, render_text
 from amc.records import StepVerdict
 from amc.steps import first_false_arithmetic, solution_steps
@@ -196,6 +201,18 @@ def reference_steps(solution: str | None, answer: str) -> list[str]:
     return steps
 
 
+def malformed(task: str, c: dict[str, Any], text: str) -> str:
+    """What a confused model writes instead of ``text``: a solution without an answer, a critique no parser can
+    read (prose without labels, or JSON cut in the middle), an empty rewrite."""
+    if task == "critique":
+        if c.get("format") == "json":
+            return text[: max(1, len(text) // 2)]
+        return "I looked at the solution.\n" + "\n".join(f"Hmm: {s}" for s in c.get("steps", []))
+    if task == "inject":
+        return ""
+    return "\n".join(line for line in text.split("\n") if not _ANSWER.search(line)) or "I am not sure."
+
+
 class SimBackend:
     """The offline stand-in engine (see the module docstring)."""
 
@@ -205,6 +222,8 @@ class SimBackend:
         self.model: str = cfg.model
         self.revision: str | None = None
         self.error_rate: float = cfg.error_rate
+        self.truncate: dict[str, float] = dict(getattr(cfg, "truncate", {}) or {})
+        self.malformed: dict[str, float] = dict(getattr(cfg, "malformed", {}) or {})
         self.delay = float(os.environ.get("AMC_SIM_DELAY", "0") or 0)
         self.log_path = os.environ.get("AMC_SIM_REQUEST_LOG")
 
@@ -227,7 +246,11 @@ class SimBackend:
                     )
                 )
                 continue
-            texts = [handler(req.context, random.Random(f"{req.params.seed}-{j}")) for j in range(req.params.n)]
+            task = req.context["task"]
+            answers = []
+            for j in range(req.params.n):
+                text = handler(req.context, random.Random(f"{req.params.seed}-{j}"))
+                answers.append(self._faults(task, req.context, text, random.Random(f"{req.params.seed}-{j}-fault")))
             prompt_tokens = sum(len(m.content.split()) for m in req.messages)
             out.append(
                 GenerationResponse(
@@ -236,13 +259,28 @@ class SimBackend:
                     model=self.model,
                     completions=[
                         Completion(
-                            text=t, finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=len(t.split())
+                            text=t, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(t.split())
                         )
-                        for t in texts
+                        for t, finish in answers
                     ],
                 )
             )
         return out
+
+    def _rate(self, rates: dict[str, float], task: str) -> float:
+        return rates.get(task, rates.get("*", 0.0))
+
+    def _faults(self, task: str, c: dict[str, Any], text: str, rng: random.Random) -> tuple[str, FinishReason]:
+        """The completion as a faulty model would end it: malformed, or cut off by ``max_tokens`` after running on
+        past its answer (so a cut-off text may still state the right answer: only ``finish_reason`` tells)."""
+        if not (self.malformed or self.truncate):
+            return text, "stop"
+        if rng.random() < self._rate(self.malformed, task):
+            return malformed(task, c, text), "stop"
+        if rng.random() < self._rate(self.truncate, task):
+            words = text.split(" ")
+            return text + "\nLet me check this again. " + " ".join(words[: max(1, len(words) // 2)]), "length"
+        return text, "stop"
 
     def close(self) -> None:
         pass
