@@ -108,5 +108,11 @@ class SelftrainConfig(_Strict):
     sampling: LoopSampling = Field(default_factory=lambda: LoopSampling(temperature=0.7))
     critique_sampling: LoopSampling = Field(default_factory=lambda: LoopSampling(temperature=0.0, max_tokens=2048))
     refine_sampling: LoopSampling = Field(default_factory=lambda: LoopSampling(temperature=0.7))
+    warmup_references: int = Field(
+        default=0,
+        ge=0,
+        description="Add the reference solutions of this many training problems to every iteration's training "
+        "data (both arms alike): a warm-up for an actor too weak to solve anything on its own (tiny test models).",
+    )
     sft: SelftrainSFT = Field(default_factory=SelftrainSFT)
     out: str | None = Field(default=None, description="Output folder; default <run_dir>/selftrain-<critic>.")

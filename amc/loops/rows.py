@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AttemptKind = Literal["sample", "refinement", "resample", "kept"]
+AttemptKind = Literal["sample", "refinement", "resample", "reference"]
 
 
 class _Row(BaseModel):
