@@ -19,11 +19,12 @@ import atexit
 import math
 import multiprocessing
 import multiprocessing.pool
+import os
 import re
 import threading
 from fractions import Fraction
 
-__all__ = ["extract", "verify", "verify_many", "grade", "reference_answer", "last_boxed", "split_gsm8k"]
+__all__ = ["cpu_workers", "extract", "verify", "verify_many", "grade", "reference_answer", "last_boxed", "split_gsm8k"]
 
 # --------------------------------------------------------------------------------------------- extraction
 
@@ -268,6 +269,14 @@ def _mv_verify(gold: str, pred: str, timeout: float) -> bool:
         return False
 
 
+def cpu_workers() -> int:
+    """Worker processes for CPU work: the cores this process may run on (its affinity mask, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _in_daemon() -> bool:
     # A pool worker (daemonic) may not fork children of its own: there, math-verify runs in-process.
     return multiprocessing.current_process().daemon
@@ -357,8 +366,9 @@ def verify(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
     return verify_many([(gold, pred)], timeout=timeout, workers=1)[0]
 
 
-def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int = 2) -> list[bool]:
-    """``verify`` on many (gold, pred) pairs: plain numbers in-process, the rest across ``workers`` processes.
+def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int | None = None) -> list[bool]:
+    """``verify`` on many (gold, pred) pairs: plain numbers in-process, the rest across ``workers`` processes
+    (default: one per core this process may use, :func:`cpu_workers`).
 
     Batches from several threads take turns on the shared pool, so that one caller's stuck pair never eats into
     the deadline of another caller's pair.
@@ -376,7 +386,7 @@ def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, worke
         else:
             out[i] = fast
     if slow:
-        done = _run_in_pool([(str(pairs[i][0]), str(pairs[i][1])) for i in slow], timeout, workers)
+        done = _run_in_pool([(str(pairs[i][0]), str(pairs[i][1])) for i in slow], timeout, workers or cpu_workers())
         for i, ok in zip(slow, done, strict=True):
             out[i] = ok
     return [bool(v) for v in out]

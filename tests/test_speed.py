@@ -37,3 +37,19 @@ def test_templates_with_the_same_label_but_other_text_render_their_own_text(tmp_
     assert builtin != mine
     (tmp_path / "solve.jinja").write_text("{# version: 1 #}\nEdited: {{ question }}\n")
     assert load_template("solve", tmp_path).render(question="q?")[0].content == "Edited: q?"
+
+
+def test_math_verify_pairs_spread_over_one_worker_per_usable_core(monkeypatch):
+    import amc.answers as answers
+
+    seen: list[int] = []
+
+    def fake_pool(pairs, timeout, workers):
+        seen.append(workers)
+        return [True] * len(pairs)
+
+    monkeypatch.setattr(answers, "_run_in_pool", fake_pool)
+    monkeypatch.setattr(answers.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    assert answers.verify_many([("\\frac{1}{2}", "x^2"), ("7", "7")]) == [True, True]
+    assert seen == [6]  # only the pair that needs math-verify went to the pool, across six workers
+    assert answers.verify_many([("\\frac{1}{2}", "x^2")], workers=1) == [True] and seen[-1] == 1
