@@ -255,7 +255,7 @@ def render_card(
         "default_config": next(iter(splits), "filtered"),
         "filtered_fields": FILTERED_FIELDS,
         "config_names": list(splits),
-        "distributions": [{"title": d.title, "table": d.table(), "plot": d.plot_path} for d in dists],
+        "distributions": [{"title": d.title, "table": d.table(), "plot": d.plot_path, "note": d.note} for d in dists],
         "funnel": funnel(run),
         "provenance": provenance(run),
         "sample": sample_row(sample),
