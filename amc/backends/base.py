@@ -71,6 +71,11 @@ class GenerationResponse(BaseModel):
     engine: str = ""
     model: str = ""
     cached: bool = False
+    retryable: bool = Field(
+        default=False,
+        description="The engine could not be reached after its retries (transport error, timeout, 429, 5xx): an "
+        "outage, asked again by the next build. Never cached.",
+    )
 
     @property
     def ok(self) -> bool:

@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 # Statuses worth another try: throttling, timeouts, conflicts and every server-side failure.
 _RETRY_STATUS = {408, 409, 425, 429}
 _BODY_CHARS = 300
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class _Retryable(Exception):
@@ -95,6 +97,11 @@ class OpenAIBackend:
         if not cfg.base_url:
             raise ValueError("the openai engine needs base_url, e.g. http://127.0.0.1:8000/v1")
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
+            if not _ENV_NAME.fullmatch(cfg.api_key_env):  # a key pasted in by mistake: never echo it
+                raise ValueError(
+                    "api_key_env must be the NAME of an environment variable (it looks like a key "
+                    "itself: put the key in the environment, never in the pipeline file)"
+                )
             raise ValueError(f"environment variable {cfg.api_key_env} (api_key_env) is not set")
         self.cfg = cfg
         self.model = cfg.model
@@ -152,7 +159,9 @@ class OpenAIBackend:
         except Exception as exc:  # every failure of one request is data, never an exception
             self._count(failed=1)
             message = str(exc) if isinstance(exc, (_Retryable, _Fatal)) else describe_error(exc)
-            return error_response(request, self.engine, self.model, redact(message, [key]))
+            resp = error_response(request, self.engine, self.model, redact(message, [key]))
+            # an outage (no answer after every retry) is asked again by the next build; a refusal (4xx) is not
+            return resp.model_copy(update={"retryable": isinstance(exc, _Retryable)})
         return ok_response(request, self.engine, self.model, completions)
 
     async def _samples(

@@ -20,13 +20,22 @@ def build(
     stage: Annotated[str, typer.Option("--stage", "-s", help="Build every stage up to and including it.")] = "filter",
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check every shard's sha256 (sizes are always checked).")
+    ] = False,
+    retry_rejects: Annotated[
+        bool,
+        typer.Option("--retry-rejects", help="Redo the shards of every reject, not only those of engine outages."),
+    ] = False,
 ) -> None:
-    """Build the pipeline's stages up to STAGE, skipping stages that are up to date."""
+    """Build the pipeline's stages up to STAGE, skipping stages that are up to date.
+
+    Exits 1 when an engine outage left a stage incomplete (run the same command again to ask for those rows)."""
     from amc.engine.runner import Runner
 
     cfg = load_pipeline(config, set_)
     try:
-        reports = Runner(cfg, show_progress=not quiet).build(stage)
+        reports = Runner(cfg, show_progress=not quiet, verify=verify, retry_rejects=retry_rejects).build(stage)
     except (AmcError, ValueError) as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -51,6 +60,17 @@ def build(
     if reports and reports[-1].funnel:
         out.print(_funnel_table(reports[-1].name, reports[-1].funnel))
     out.print(f"run directory: {cfg.run_path}")
+    for r in reports:
+        if r.damaged:
+            out.print(f"stage {r.name}: {r.damaged} damaged shard(s) were rebuilt from the cache")
+        if r.retryable:
+            console.print(
+                f"[bold red]incomplete:[/] stage {r.name}: {r.retryable} row(s) failed on engine errors after "
+                f"retries (server down, timeouts, 429/5xx); later stages were not built. Run the same command "
+                f"again to ask for exactly those rows.",
+                highlight=False,
+            )
+            raise typer.Exit(code=1)
 
 
 def _funnel_table(stage: str, funnel: dict[str, int]) -> Table:
@@ -69,12 +89,18 @@ def status(
     config: ConfigOpt = Path("amc.yaml"),
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check every shard's sha256 (sizes are always checked).")
+    ] = False,
 ) -> None:
-    """Show each stage as done, partial, stale or missing, with row counts, the funnel and request counts."""
+    """Show each stage as done, partial, stale, damaged, incomplete or missing, with counts and the funnel."""
     from amc.engine.status import run_status
 
     cfg = load_pipeline(config, set_)
-    info = run_status(cfg)
+    try:
+        info = run_status(cfg, verify=verify)
+    except AmcError as exc:
+        fail(exc)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -98,6 +124,14 @@ def status(
     for name, s in info["stages"].items():
         if s.get("funnel") and name in ("sample", "inject", "critique", "filter"):
             out.print(_funnel_table(name, s["funnel"]))
+    for name, s in info["stages"].items():
+        for idx, what in s.get("damaged", {}).items():
+            out.print(f"stage {name} is damaged: shard {idx}: {what}; `amc build` rebuilds it from the cache")
+        if s.get("retryable"):
+            out.print(
+                f"stage {name} is incomplete: {s['retryable']} row(s) failed on engine outages; run "
+                f"`amc build` again to ask for them"
+            )
     if info["building"]:
         out.print("a build is running in this run directory now: partial stages are being written")
     if info["last_build"]:

@@ -91,7 +91,9 @@ def model_slice(cfg: PipelineConfig, role: str) -> dict[str, Any]:
 def reject_for(stage: str, row_id: str, resp: GenerationResponse) -> Reject | None:
     """A reject row for a failed engine response, else None."""
     if resp.error is not None:
-        return Reject(stage=stage, row_id=row_id, reason="engine_error", detail=resp.error[:2000])
+        # 'engine_unavailable' (an outage) makes the stage incomplete: the next build asks for the row again
+        reason = "engine_unavailable" if resp.retryable else "engine_error"
+        return Reject(stage=stage, row_id=row_id, reason=reason, detail=resp.error[:2000])
     if not resp.completions:
         return Reject(stage=stage, row_id=row_id, reason="empty_response", detail="the engine returned no completion")
     return None
