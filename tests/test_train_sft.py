@@ -239,3 +239,21 @@ def test_a_missing_model_folder_is_named(tmp_path):
 
     with pytest.raises(AmcError, match="no such model folder"):
         train_sft(SFTSettings(model=str(tmp_path / "nomodel"), data=str(tmp_path), output_dir=str(tmp_path / "o")))
+
+
+def test_cli_trains_on_a_run_directory(published, tiny, tmp_path):
+    """`amc train sft --data runs/quickstart` used to die with "BuilderConfig 'sft_critic' not found"."""
+    from transformers import AutoModelForCausalLM
+
+    run = published.parent / "run"
+    out = tmp_path / "from-run"
+    result = CliRunner().invoke(app, [
+        "train", "sft", "--data", str(run), "--model", str(tiny), "--output", str(out), "--max-steps", "1",
+        "--limit", "2", "--batch-size", "2", "--max-length", "1024", "--no-eval", "-q",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "trained 1 step(s) on 2 example(s)" in result.output
+    record = json.loads((out / "amc_train.json").read_text(encoding="utf-8"))
+    assert record["dataset"]["kind"] == "run" and record["dataset"]["source"] == str(run)
+    assert record["dataset"]["fingerprint"] == json.loads((run / "filter" / "manifest.json").read_text())["fingerprint"]
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"

@@ -23,13 +23,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from amc.errors import AmcError
+from amc.train.data import TrainError
 
 TRAIN_RECORD = "amc_train.json"
 VERSION_FILE = "amc_version.json"  # written by amc.publish beside every published dataset
-
-
-class TrainError(AmcError):
-    """Training cannot start: a dataset without prompt/completion, a model without a chat template, ..."""
 
 
 class SFTSettings(BaseModel):
@@ -38,7 +35,10 @@ class SFTSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(description="Base model: a local folder or a Hub id.")
-    data: str = Field(description="Published dataset: a folder written by `amc publish --to` or a Hub dataset id.")
+    data: str = Field(
+        description="A run directory (`amc build`), a published folder (`amc publish --to`), a Hub dataset id, or a "
+        ".parquet/.jsonl file of TRL conversational prompt/completion rows."
+    )
     output_dir: Path = Field(description="Where the model (or LoRA adapter), tokenizer and amc_train.json go.")
     config: str = Field("sft_critic", description="Dataset config: sft_critic (critic) or sft_refine (refiner).")
     revision: str | None = Field(None, description="Dataset revision (a tag such as v0.1.0); a folder checks it.")
@@ -59,6 +59,11 @@ class SFTSettings(BaseModel):
     seed: int = 0
     limit: int | None = Field(None, gt=0, description="Train on the first N examples only (smoke runs).")
     eval: bool = Field(True, description="Evaluate on the test split when the dataset has one.")
+    test_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Run directory only: share of problems held out as the test split (by problem)."
+    )
+    include_correct_paths: bool = Field(False, description="Actor: also train on the correct paths (solve prompts).")
+    prompts_dir: str | None = Field(None, description="Run directory: a folder of your own prompt templates.")
     logging_steps: int = Field(10, gt=0)
     show_progress: bool = True
 
@@ -81,7 +86,7 @@ class TrainResult:
 def train_sft(settings: SFTSettings) -> TrainResult:
     """Fine-tune ``settings.model`` on the completions of a published prompt/completion config; save and record it."""
     _check_model(settings)
-    train, test = _datasets(settings)
+    train, test, identity = _datasets(settings)
     trainer = _trainer(settings, train, test)
     output = trainer.train()
     eval_loss = trainer.evaluate()["eval_loss"] if test is not None else None
@@ -99,7 +104,7 @@ def train_sft(settings: SFTSettings) -> TrainResult:
         eval_examples=len(test) if test is not None else 0,
         steps=int(trainer.state.global_step),
         losses=losses,
-        dataset=dataset_identity(settings),
+        dataset=identity,
     )
     _write_record(out, settings, result)
     return result
@@ -112,7 +117,8 @@ def build_trainer(settings: SFTSettings):
     the prepared data (``trainer.train_dataset`` holds ``input_ids`` and ``labels``) or to add callbacks.
     """
     _check_model(settings)
-    return _trainer(settings, *_datasets(settings))
+    train, test, _ = _datasets(settings)
+    return _trainer(settings, train, test)
 
 
 def _check_model(settings: SFTSettings) -> None:
@@ -145,35 +151,28 @@ def _trainer(settings: SFTSettings, train, test):
 
 
 def _datasets(settings: SFTSettings):
-    """The train split and, when asked for and present, the test split, reduced to prompt/completion."""
-    from amc.publish import load
-
-    train = _prompt_completion(load(settings.data, settings.config, settings.revision, split="train"), settings)
+    """The train split and, when asked for and present, the test split, as prompt/completion rows."""
+    data = _load(settings)
+    train = data.train
     if settings.limit is not None:
         train = train.select(range(min(settings.limit, len(train))))
     if len(train) == 0:
         raise TrainError(f"{settings.data} ({settings.config}) has an empty train split")
-    test = None
-    if settings.eval:
-        try:
-            test = _prompt_completion(load(settings.data, settings.config, settings.revision, split="test"), settings)
-        except ValueError as exc:  # datasets: 'Unknown split "test"' when the publication has no test split
-            if "split" not in str(exc).lower():
-                raise
-        if test is not None and len(test) == 0:
-            test = None
-    return train, test
+    return train, data.test, data.identity
 
 
-def _prompt_completion(ds, settings: SFTSettings):
-    missing = {"prompt", "completion"} - set(ds.column_names)
-    if missing:
-        raise TrainError(
-            f"{settings.data} config '{settings.config}' has no {', '.join(sorted(missing))} column; "
-            f"train on sft_critic or sft_refine (TRL prompt/completion)"
-        )
-    # id/problem_id would be dropped by the trainer anyway; keeping only what TRL reads makes that explicit.
-    return ds.select_columns(["prompt", "completion"])
+def _load(settings: SFTSettings):
+    from amc.train.data import load_sft_data
+
+    return load_sft_data(
+        settings.data,
+        settings.config,
+        revision=settings.revision,
+        test_fraction=settings.test_fraction,
+        eval=settings.eval,
+        include_correct_paths=settings.include_correct_paths,
+        prompts_dir=settings.prompts_dir,
+    )
 
 
 def _sft_config(settings: SFTSettings):
@@ -226,32 +225,6 @@ def _lora_config(settings: SFTSettings):
         target_modules=settings.lora_target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-def dataset_identity(settings: SFTSettings) -> dict[str, Any]:
-    """Source, config, revision, and the publication's name, version and fingerprint from its ``amc_version.json``
-    (a local folder's, or the Hub repository's at ``revision``; ``None`` fields when it cannot be read)."""
-    ident: dict[str, Any] = {
-        "source": settings.data,
-        "config": settings.config,
-        "revision": settings.revision,
-        "name": None,
-        "version": None,
-        "fingerprint": None,
-    }
-    folder = Path(settings.data)
-    try:
-        if folder.is_dir():
-            path = folder / VERSION_FILE
-        else:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(settings.data, VERSION_FILE, repo_type="dataset", revision=settings.revision))
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except Exception:  # no version file (not an amc publication), offline, or a private repo without a token
-        return ident
-    ident.update({k: record.get(k) for k in ("name", "version", "fingerprint")})
-    return ident
 
 
 def _versions() -> dict[str, str]:
