@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from amc.cli import app
+from amc.config import config_from_dict
 from amc.critique_format import parse_text
 from amc.errors import AmcError, InputError
 from amc.evaluate.critic import ChecksCritic, critic_from_spec
@@ -165,6 +166,16 @@ def test_a_folder_is_one_subset_per_file_and_limit_and_subset_apply(shared_data:
 def test_a_bad_critic_spec_is_one_clear_error():
     with pytest.raises(AmcError, match="expected 'checks', ENGINE:MODEL"):
         critic_from_spec("nonsense")
+
+
+def test_specs_take_engine_settings_and_roles_from_the_pipeline_file():
+    cfg = config_from_dict({"name": "x", "models": {"annotator": {"engine": "sim", "model": "ann", "error_rate": 0.0}}})
+    by_engine = critic_from_spec("sim:other", cfg)
+    assert by_engine.name == "sim:other" and by_engine.model.error_rate == 0.0  # the file's sim settings
+    assert critic_from_spec("critic", cfg).name == "sim:ann"  # an unset critic role is the annotator
+    assert critic_from_spec("annotator", cfg).name == "sim:ann"
+    with pytest.raises(AmcError, match="models: role of x"):
+        critic_from_spec("judge", cfg)
 
 
 # ----------------------------------------------------------------------------------- amc runs (hand-made)

@@ -262,8 +262,11 @@ def _model_block(spec: str, cfg: PipelineConfig | None) -> ModelConfig:
         if base is not None:  # the pipeline file's settings for this engine (dtype, max_model_len, base_url, ...)
             return base.model_copy(update={"model": model, "revision": None})
         return ModelConfig(engine=engine, model=model)  # type: ignore[arg-type]
-    if not sep and cfg is not None and isinstance(block := getattr(cfg.models, spec, None), ModelConfig):
-        return block
+    if not sep and cfg is not None and spec in type(cfg.models).model_fields:
+        # an unset role falls back as the pipeline says (critic -> annotator, injector -> actor)
+        block = getattr(cfg.models, spec, None) or cfg.models.for_role(spec)
+        if isinstance(block, ModelConfig):
+            return block
     roles = f" or a models: role of {cfg.name} ({', '.join(type(cfg.models).model_fields)})" if cfg else ""
     raise AmcError(
         f"critic {spec!r}: expected 'checks', ENGINE:MODEL with ENGINE one of {sorted(ENGINES)}{roles}"
