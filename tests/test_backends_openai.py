@@ -107,6 +107,10 @@ def make_handler(state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"choices": []})
             elif scenario == "garbage" and hit == 3:
                 self._json(200, {"choices": [{"index": 0}]})
+            elif scenario.startswith("status-") and hit == 1:  # e.g. "status-408": that status once, then good
+                self._json(int(scenario.split("-")[1]), {"error": "try again"})
+            elif scenario == "filtered":
+                self._json(200, _good(body, finish="content_filter"))
             elif scenario == "down":
                 self._json(502, {"error": "bad gateway"})
             elif scenario == "rejected":
@@ -325,3 +329,56 @@ def test_generate_works_from_a_thread_and_inside_a_running_loop(server):
 
     assert asyncio.run(inside_a_loop())[0].ok
     assert asyncio.run(b.agenerate([req("fine")]))[0].ok
+
+
+# ------------------------------------------------------------------------------------------------ retry policy
+@pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 502, 503, 504])
+def test_timeouts_conflicts_and_too_early_are_retried(server, status):
+    state, url = server
+    b = backend_for(url)
+    [r] = b.generate([req(f"status-{status}")])
+    assert r.ok, r.error
+    assert state.hits[f"status-{status}"] == 2 and b.usage["retries"] == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_fail_at_once(server, status):
+    state, url = server
+    [r] = backend_for(url).generate([req(f"status-{status}")])
+    assert not r.ok and f"HTTP {status}" in r.error and state.hits[f"status-{status}"] == 1
+
+
+def test_a_content_filtered_choice_is_an_error_completion_not_a_success(server):
+    _, url = server
+    [r] = backend_for(url).generate([req("filtered")])
+    assert [c.finish_reason for c in r.completions] == ["error"]
+
+
+def test_retry_after_in_milliseconds_seconds_or_a_date():
+    import email.utils
+
+    import httpx
+
+    from amc.backends.openai import parse_retry_after
+
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "soon", "retry-after": "9"})) == 9.0
+    assert parse_retry_after(httpx.Headers({"retry-after": "2.5"})) == 2.5
+    assert parse_retry_after(httpx.Headers({})) is None
+    assert parse_retry_after(httpx.Headers({"retry-after": "whenever"})) is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 27 <= parse_retry_after(httpx.Headers({"retry-after": later})) <= 30
+    past = email.utils.formatdate(time.time() - 30, usegmt=True)
+    assert parse_retry_after(httpx.Headers({"retry-after": past})) == 0.0
+
+
+def test_backoff_grows_with_jitter_and_never_passes_the_cap():
+    b = backend_for("http://127.0.0.1:9/v1", retry_backoff=0.5, retry_max_backoff=4.0)
+    for attempt in range(40):
+        ceiling = min(4.0, 0.5 * 2**attempt)
+        waits = [b._delay(attempt, None) for _ in range(20)]
+        assert all(ceiling / 2 <= w <= ceiling for w in waits), (attempt, waits)
+    for attempt in (3, 30):  # jitter, at the cap too: clients that failed together do not retry in step
+        assert len({round(b._delay(attempt, None), 6) for _ in range(20)}) > 1
+    assert b._delay(0, 2.0) >= 2.0  # the server's wish is a lower bound ...
+    assert b._delay(0, 3600.0) == 4.0  # ... up to the cap: a server asking for an hour does not stall a build

@@ -1,18 +1,17 @@
 """Tests named for the bugs a mutation review found uncaught: each fails when its one-line mutation is applied.
 
-Mutation (where)                                               -> test
-- cache key without the messages / the response schema          -> test_a_changed_question_or_schema_is_asked_again
-- resume redoing every finished shard (runner)                  -> test_resume_leaves_finished_shards_untouched
-- a local source file's hash dropped from the fingerprint       -> test_editing_a_source_file_in_place_makes_problems_stale
-- cut-off refinements counted correct (filter)                  -> test_cut_off_refinements_rollouts_and_critiques_never_count
-- cut-off step-label rollouts kept (filter)                     -> same test
-- cut-off critiques accepted (critique)                         -> same test
-- Math-Shepherd hard labels ``any`` -> ``all`` (filter)          -> test_hard_step_label_is_any_rollout_correct
-- filter dedup ignoring the path id                             -> test_dedup_drops_repeats_within_a_path_only
-- percent flags ignored in answers.verify                       -> test_percent_means_hundredths_only_when_written
-- source_datasets of Hub sources (card)                         -> test_card_names_hub_sources_as_extended
-The openai retry mutants are caught in tests/test_backends_openai.py, the trainer's seed in
-tests/test_train_sft.py.
+Mutation (where) -> test:
+- cache key without the messages / the response schema -> test_a_changed_question_or_schema_is_asked_again
+- resume redoing every finished shard (runner) -> test_resume_leaves_finished_shards_untouched
+- a local source file's hash dropped from the fingerprint -> test_editing_a_source_file_in_place_makes_problems_stale
+- cut-off refinements counted correct, cut-off step-label rollouts kept, cut-off critiques accepted
+  -> test_cut_off_refinements_rollouts_and_critiques_never_count
+- Math-Shepherd hard labels ``any`` -> ``all`` (filter) -> test_hard_step_label_is_any_rollout_correct
+- filter dedup ignoring the path id -> test_dedup_drops_repeats_within_a_path_only
+- percent flags ignored in answers.verify -> test_percent_means_hundredths_only_when_written
+- source_datasets of Hub sources (card) -> test_card_names_hub_sources_as_extended
+The openai retry mutants are caught in tests/test_backends_openai.py (retry policy section), the trainer's seed
+in tests/test_train_sft.py.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from amc.backends.base import Completion, GenerationRequest, GenerationResponse, Message, SamplingParams
+from amc.backends.base import Completion, GenerationRequest, GenerationResponse, Message
 from amc.backends.sim import SimBackend
 from amc.config import config_from_dict, load_config
 from amc.engine.cache import CachedBackend, RequestCache
@@ -216,6 +215,8 @@ def test_dedup_drops_repeats_within_a_path_only(labelled):
         ("5\\%", "5", True),
         ("50", "0.5", False),
         ("50 percent", "0.5", True),
+        ("5%", "500", False),  # hundredths of the number written with %, not of the other one
+        ("500", "5%", False),
     ],
 )
 def test_percent_means_hundredths_only_when_written(gold, pred, same):
