@@ -105,6 +105,7 @@ class SelfTrainer:
             for it in range(1, self.st.iterations + 1):
                 model, row = self._iteration(engines, it, model)
                 rows.append(row)
+            requests = engines.counters()
         finally:
             engines.close()
         summary = {
@@ -115,6 +116,7 @@ class SelfTrainer:
             "test_problems": len(self.test),
             "config": self.st.model_dump(),
             "iterations": rows,
+            "requests": requests,
         }
         atomic_write_json(self.folder / "summary.json", summary)
         _plot(summary, self.folder / "summary.png")
