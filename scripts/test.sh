@@ -11,6 +11,13 @@ PY=${PYTHON:-python3}
 
 "$PY" -m pip install -q torch==2.13.0 || exit 1
 "$PY" -m pip install -q -e ".[test]" || exit 1
+# `amc view`'s browser tests drive Debian's chromium through its chromedriver (Selenium is in the test extra);
+# installed from the distribution's packages when missing, never a browser downloaded at run time
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver; } \
+    || { echo "could not install chromium and chromium-driver" >&2; exit 1; }
+fi
 
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
 work=$(mktemp -d)
