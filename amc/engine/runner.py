@@ -16,19 +16,25 @@ a killed build resumes at the first shard its manifest does not list.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from amc import __version__
-from amc.backends import create
-from amc.config import STAGES as STAGE_NAMES
-from amc.config import FileSource, ModelConfig, PipelineConfig
-from amc.engine.cache import CachedBackend, RequestCache
+from amc.config import PipelineConfig
+from amc.engine.cache import RequestCache
+from amc.engine.executors import Executor, LocalExecutor, ShardTask
+from amc.engine.plan import (  # re-exported: status, publish and tests import them from here
+    expected_fingerprints,
+    output_model,
+    source_stage,
+    stage_fingerprint,
+    stages_until,
+    template_refs,
+)
 from amc.engine.rundir import (
     RETRYABLE_REASONS,
     RunDir,
@@ -38,60 +44,19 @@ from amc.engine.rundir import (
     shard_entry,
 )
 from amc.engine.store import atomic_write_bytes, encode_records, read_records, shard_name
-from amc.prompts import load_template
 from amc.records import Reject
 from amc.redact import redact
-from amc.stages import STAGE_ORDER, Stage, StageContext
-from amc.stages.problems import ProblemsStage
+from amc.stages import Stage
 
-
-def stages_until(until: str) -> list[Stage]:
-    if until not in STAGE_NAMES:
-        raise ValueError(f"unknown stage '{until}'; stages are {', '.join(STAGE_NAMES)}")
-    return list(STAGE_ORDER[: STAGE_NAMES.index(until) + 1])
-
-
-def _source_content(cfg: PipelineConfig) -> list[str | None]:
-    """Hashes of local source files, so that editing a file makes the problems stage stale."""
-    return [
-        hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
-        if isinstance(src, FileSource) and Path(src.path).is_file()
-        else None
-        for src in cfg.sources
-    ]
-
-
-def template_refs(stage: Stage, cfg: PipelineConfig) -> list[str]:
-    """``name@version#digest`` of each template a stage renders: its version label and its actual text."""
-    refs = []
-    for name in stage.templates(cfg):
-        t = load_template(name, cfg.prompts_dir)
-        refs.append(f"{t.ref}#{t.digest}")
-    return refs
-
-
-def stage_fingerprint(stage: Stage, cfg: PipelineConfig, input_fp: str | None) -> str:
-    """Hash of what a stage's output depends on: its config slice, its input, its templates and code version."""
-    payload: dict[str, Any] = {
-        "stage": stage.name,
-        "stage_version": stage.version,
-        "code_version": __version__,
-        "config": stage.config_slice(cfg),
-        "input": input_fp,
-        "templates": template_refs(stage, cfg),
-    }
-    if stage.name == "problems":
-        payload["source_content"] = _source_content(cfg)
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def expected_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
-    fps: dict[str, str] = {}
-    prev = None
-    for stage in STAGE_ORDER:
-        prev = fps[stage.name] = stage_fingerprint(stage, cfg, prev)
-    return fps
+__all__ = [
+    "Runner",
+    "StageReport",
+    "expected_fingerprints",
+    "read_manifest",
+    "stage_fingerprint",
+    "stages_until",
+    "template_refs",
+]
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
@@ -114,61 +79,20 @@ class StageReport:
     damaged: int = 0  # shards found missing or altered on disk, rebuilt from the cache
 
 
-class _Backends:
-    """Cache-wrapped engines by model block, created on first use and closed when no later stage needs them."""
-
-    def __init__(self, cfg: PipelineConfig, cache: RequestCache):
-        self.cfg, self.cache = cfg, cache
-        self._live: dict[str, CachedBackend] = {}
-
-    @staticmethod
-    def _key(model_cfg: Any) -> str:
-        return json.dumps(model_cfg.model_dump(), sort_keys=True)
-
-    def get(self, role: str | ModelConfig) -> CachedBackend:
-        """The engine of a role ('actor', 'annotator', ...) or of an explicit model block."""
-        model_cfg = role if isinstance(role, ModelConfig) else self.cfg.models.for_role(role)
-        key = self._key(model_cfg)
-        if key not in self._live:
-            self._live[key] = CachedBackend(
-                None,
-                self.cache,
-                factory=lambda: create(model_cfg),
-                engine=model_cfg.engine,
-                model=model_cfg.model,
-                revision=model_cfg.revision,
-                identity=model_cfg.identity(),
-            )
-        return self._live[key]
-
-    def counters(self) -> tuple[int, int, int]:
-        live = self._live.values()
-        return sum(b.made for b in live), sum(b.cached for b in live), sum(b.failed for b in live)
-
-    def usage(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for b in self._live.values():
-            if b.started:
-                total.update(getattr(b.backend, "usage", None) or {})
-        return dict(total)
-
-    def release_unused(self, later: list[Stage]) -> None:
-        """Free engines (and their GPU memory) that none of ``later`` uses."""
-        needed = {self._key(self.cfg.models.for_role(r)) for s in later for r in s.roles}
-        for key in [k for k in self._live if k not in needed]:
-            self._live.pop(key).close()
-
-    def close(self) -> None:
-        self.release_unused([])
-
-
 class Runner:
     """Builds a pipeline's stages. ``Runner(cfg).build("filter")`` builds every stage up to the filter."""
 
     def __init__(
-        self, cfg: PipelineConfig, show_progress: bool = True, *, verify: bool = False, retry_rejects: bool = False
+        self,
+        cfg: PipelineConfig,
+        show_progress: bool = True,
+        *,
+        verify: bool = False,
+        retry_rejects: bool = False,
+        executor: Executor | None = None,
     ):
         self.cfg = cfg
+        self.executor = executor or LocalExecutor()  # runs shard tasks; only this driver writes the run dir
         self.run_dir = cfg.run_path
         self.rundir = RunDir(self.run_dir)
         self.show_progress = show_progress
@@ -179,32 +103,32 @@ class Runner:
     def build(self, until: str = "filter") -> list[StageReport]:
         plan = stages_until(until)
         # Bad input fails here, before any engine starts.
-        problems = ProblemsStage().load(self.cfg)
+        problems = source_stage().load(self.cfg)
         with self.rundir.lock():
             self.rundir.clean_tmp()  # what a killed write left behind
             return self._build(plan, until, problems)
 
     def _build(self, plan: list[Stage], until: str, problems: list[Any]) -> list[StageReport]:
         cache = RequestCache(self.run_dir / "cache.sqlite")
-        backends = _Backends(self.cfg, cache)
         reports: list[StageReport] = []
         input_fp: str | None = None
         input_data: str | None = None
         started = time.time()
         try:
+            self.executor.start(self.cfg, cache, problems)
             for pos, stage in enumerate(plan):
                 fp = stage_fingerprint(stage, self.cfg, input_fp)
-                report = self._build_stage(stage, fp, input_data, problems, backends)
+                report = self._build_stage(stage, fp, input_data, problems, cache)
                 reports.append(report)
                 if report.retryable:
                     break  # an outage: later stages would be built on missing rows; the next build resumes here
                 # Free engines the next stage does not use: on one GPU, two big models seldom fit side by side,
                 # and reloading one later costs less than running out of memory.
-                backends.release_unused(plan[pos + 1 : pos + 2])
+                self.executor.release_unused(plan[pos + 1 : pos + 2])
                 input_fp = fp
                 input_data = data_hash(self.rundir.read_manifest(stage.name) or {})
         finally:
-            backends.close()
+            self.executor.close()
             cache.close()
             self.rundir.write_build(
                 {
@@ -275,7 +199,7 @@ class Runner:
         self.rundir.write_manifest(stage.name, manifest)
 
     def _build_stage(
-        self, stage: Stage, fp: str, input_data: str | None, problems: list[Any], backends: _Backends
+        self, stage: Stage, fp: str, input_data: str | None, problems: list[Any], cache: RequestCache
     ) -> StageReport:
         manifest, action, damaged = self._stage_start(stage, fp, input_data)
         if action == "skipped":
@@ -289,20 +213,19 @@ class Runner:
                 funnel=manifest["funnel"],
             )
         t0 = time.time()
-        made0, cached0, failed0 = backends.counters()
+        made = cached = failed = 0
+        usage: Counter[str] = Counter()
 
         if stage.input_stage is None:
-            size = self.cfg.shard_size
-            problem_chunks = [problems[i : i + size] for i in range(0, len(problems), size)] or [[]]
-            chunks: list[list[Any]] | None = problem_chunks
-            num = len(problem_chunks)
+            chunks: list[list[Any]] | None = stage.shards(problems, self.cfg.shard_size)
+            num = len(chunks)
         else:
             chunks = None
             in_manifest = self.rundir.read_manifest(stage.input_stage)
             assert in_manifest is not None and in_manifest["status"] == "done", "input stage must be built first"
             num = in_manifest["num_shards"]
             in_dir = self.rundir.stage_dir(stage.input_stage) / "data"
-            in_model = _output_model(stage.input_stage)
+            in_model = output_model(stage.input_stage)
 
         if manifest is None:
             manifest = {
@@ -315,12 +238,13 @@ class Runner:
                 "config": redact(stage.config_slice(self.cfg)),
                 "code_version": __version__,
                 "templates": template_refs(stage, self.cfg),
-                "models": redact(_stage_models(stage, self.cfg)),
+                "models": redact(stage.models(self.cfg)),
             }
             self.rundir.write_manifest(stage.name, manifest)
-        ctx = StageContext(cfg=self.cfg, get_backend=backends.get, problems={p.id: p for p in problems})
         todo = [i for i in range(num) if str(i) not in manifest["shards"]]
-        with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
+
+        def tasks() -> Iterator[ShardTask]:
+            # Input shards are read as the executor asks for them, by this driver: workers need no shared disk.
             for i in todo:
                 name = shard_name(i, num)
                 if chunks is not None:
@@ -329,8 +253,15 @@ class Runner:
                     # the input shard is checked against its manifest entry as it is read (cheap: read anyway)
                     self.rundir.check_file(stage.input_stage, in_manifest, f"data/{name}")
                     rows = read_records(in_dir / name, in_model) if (in_dir / name).is_file() else []
-                res = stage.run(rows, ctx)
-                self._write_shard(stage, manifest, i, res)
+                yield ShardTask(stage.name, i, rows)
+
+        with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
+            for out in self.executor.run(stage, tasks()):
+                # a remote worker's new answers go into the cache before its shard is recorded as done
+                cache.put_many(out.cache_entries)
+                self._write_shard(stage, manifest, out.index, out.result)
+                made, cached, failed = made + out.made, cached + out.cached, failed + out.failed
+                usage.update(out.usage)
                 advance()
 
         shards = manifest["shards"].values()
@@ -340,7 +271,6 @@ class Runner:
         rejects_by_reason: Counter[str] = Counter()
         for s in shards:
             rejects_by_reason.update(s["reject_reasons"])
-        made, cached, failed = backends.counters()
         retryable = retryable_rejects(manifest)
         manifest.update(
             {
@@ -350,8 +280,8 @@ class Runner:
                 "dropped": sum(s["dropped"] for s in shards),
                 "funnel": dict(sorted(funnel.items())),
                 "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
-                "requests": {"made": made - made0, "cached": cached - cached0, "failed": failed - failed0},
-                "usage": backends.usage(),
+                "requests": {"made": made, "cached": cached, "failed": failed},
+                "usage": dict(usage),
                 "data_hash": data_hash(manifest),
             }
         )
@@ -362,25 +292,13 @@ class Runner:
             rows=manifest["rows"],
             rejects=manifest["rejects"],
             dropped=manifest["dropped"],
-            made=made - made0,
-            cached=cached - cached0,
+            made=made,
+            cached=cached,
             seconds=round(time.time() - t0, 3),
             funnel=manifest["funnel"],
             retryable=retryable,
             damaged=damaged,
         )
-
-
-def _stage_models(stage: Stage, cfg: PipelineConfig) -> dict[str, Any]:
-    """The model blocks a stage uses, by role (the sample stage may use several actors)."""
-    models: dict[str, Any] = {r: cfg.models.for_role(r).model_dump() for r in stage.roles}
-    if stage.name == "sample" and cfg.stages.sample.actors:
-        models["actor"] = [m.model_dump() for m in cfg.stages.sample.actors]
-    return models
-
-
-def _output_model(stage_name: str) -> Any:
-    return next(s.output for s in STAGE_ORDER if s.name == stage_name)
 
 
 class _progress:

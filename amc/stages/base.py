@@ -17,6 +17,7 @@ from amc.backends.base import GenerationRequest, GenerationResponse
 from amc.config import ModelConfig, PipelineConfig
 from amc.prompts import Template, load_template
 from amc.records import Problem, Record, Reject
+from amc.stages.resources import StageResources
 
 
 def derive_seed(run_seed: int, *parts: object) -> int:
@@ -71,13 +72,41 @@ class Stage:
     dropped_output: ClassVar[type[Record] | None] = None
     extra_outputs: ClassVar[dict[str, type[Record]]] = {}  # optional outputs, each in <stage>/<name>/
     roles: ClassVar[tuple[str, ...]] = ()
+    cpu_work: ClassVar[tuple[str, ...]] = ()  # CPU-heavy work besides engines ("grading", "step checks", ...)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         """The part of the config this stage's output depends on (part of its fingerprint)."""
         raise NotImplementedError
 
+    def fingerprint_extra(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """What else the output depends on besides the config slice (the problems stage: its source files' bytes)."""
+        return {}
+
+    def engines(self, cfg: PipelineConfig) -> dict[str, list[ModelConfig]]:
+        """The model blocks this stage may call, by role."""
+        return {r: [cfg.models.for_role(r)] for r in self.roles}
+
+    def models(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """The model blocks by role as the manifest records them (one block, or a list where a role has several)."""
+        return {
+            r: [m.model_dump() for m in ms] if len(ms) > 1 else ms[0].model_dump()
+            for r, ms in self.engines(cfg).items()
+        }
+
+    def resources(self, cfg: PipelineConfig) -> StageResources:
+        """What one shard task needs: engines, GPUs per engine replica, CPU work (read by the executors)."""
+        return StageResources.of(self.engines(cfg), self.cpu_work)
+
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return []
+
+    def load(self, cfg: PipelineConfig) -> list[Any]:
+        """A first stage (no ``input_stage``) loads and validates its input here, before any engine starts."""
+        raise NotImplementedError(f"stage '{self.name}' reads stage '{self.input_stage}', it loads nothing")
+
+    def shards(self, rows: list[Any], size: int) -> list[list[Any]]:
+        """A first stage's loaded input cut into shards of ``size`` rows (one empty shard when there is none)."""
+        return [rows[i : i + size] for i in range(0, len(rows), size)] or [[]]
 
     def run(self, rows: list[Any], ctx: StageContext) -> StageResult:
         raise NotImplementedError

@@ -66,6 +66,7 @@ class CritiqueStage(Stage):
     input_stage = "inject"
     output = Critique
     roles = ("annotator",)
+    cpu_work = ("critique parsing", "step checks")
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {"stage": cfg.stages.critique.model_dump(), "annotator": model_slice(cfg, "annotator"), "seed": cfg.seed}

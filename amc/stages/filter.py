@@ -45,6 +45,7 @@ class FilterStage(Stage):
     dropped_output = FilterDecision
     extra_outputs = {"step_labels": StepLabels}
     roles = ("actor",)
+    cpu_work = ("grading",)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {"stage": cfg.stages.filter.model_dump(), "actor": model_slice(cfg, "actor"), "seed": cfg.seed}

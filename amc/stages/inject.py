@@ -29,6 +29,7 @@ class InjectStage(Stage):
     input_stage = "sample"
     output = ReasoningPath
     roles = ("injector", "actor")
+    cpu_work = ("grading", "step checks")  # continuations are graded; the symbolic strategy checks arithmetic
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {

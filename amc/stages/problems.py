@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
-from amc.config import PipelineConfig
+from amc.config import FileSource, PipelineConfig
 from amc.records import Problem
 from amc.stages.base import Stage, StageContext, StageResult
 
@@ -16,6 +18,17 @@ class ProblemsStage(Stage):
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         # shard_size is here because shards are the unit of per-shard work downstream (balance), so it is content
         return {"source": [src.model_dump() for src in cfg.sources], "seed": cfg.seed, "shard_size": cfg.shard_size}
+
+    def fingerprint_extra(self, cfg: PipelineConfig) -> dict[str, Any]:
+        # Hashes of local source files, so that editing a file makes the problems stage stale.
+        return {
+            "source_content": [
+                hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
+                if isinstance(src, FileSource) and Path(src.path).is_file()
+                else None
+                for src in cfg.sources
+            ]
+        }
 
     def load(self, cfg: PipelineConfig) -> list[Problem]:
         """All problems of every source, in order; raises :class:`~amc.errors.InputError` on the first bad row or

@@ -78,8 +78,18 @@ class SampleStage(Stage):
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {"stage": cfg.stages.sample.model_dump(), "actor": model_slice(cfg, "actor"), "seed": cfg.seed}
 
+    cpu_work = ("grading",)
+
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return [cfg.stages.sample.template]
+
+    def engines(self, cfg: PipelineConfig) -> dict[str, list[ModelConfig]]:
+        return {"actor": actor_models(cfg)}
+
+    def models(self, cfg: PipelineConfig) -> dict[str, Any]:
+        if cfg.stages.sample.actors:
+            return {"actor": [m.model_dump() for m in cfg.stages.sample.actors]}
+        return super().models(cfg)
 
     def run(self, rows: list[Problem], ctx: StageContext) -> StageResult:
         scfg = ctx.cfg.stages.sample
