@@ -10,7 +10,14 @@ from rich.console import Console
 
 from amc.errors import AmcError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build step-level critique datasets for math.")
+# Plain click help (rich_markup_mode=None, inherited by every sub-app): rich's option table shows a `<bool>` type
+# on flags and cuts long option names ("--gradient-checkpoint…") at 80 columns; click's help does neither.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Build step-level critique datasets for math.",
+)
 console = Console(stderr=True)
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 

@@ -211,9 +211,8 @@ class Query:
             try:
                 level = int(self.difficulty)
             except ValueError:
-                level = None
-            cond = pc.equal(index.column("difficulty"), level) if level is not None else pa.nulls(index.num_rows)
-            mask = pc.and_(mask, pc.fill_null(cond, False))
+                return pa.array([False] * index.num_rows, pa.bool_())
+            mask = pc.and_(mask, pc.fill_null(pc.equal(index.column("difficulty"), level), False))
         if self.model:
             either = pc.or_(
                 pc.fill_null(pc.equal(index.column("generator"), self.model), False),

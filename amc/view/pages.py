@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pyarrow.compute as pc
 
-from amc.view.index import Query, choices, counts
+from amc.view.index import Query, counts
 from amc.view.overview import decision_text, normalize
 from amc.view.source import ViewSource
 
@@ -82,6 +82,10 @@ def status_badge(status: str) -> str:
 # ----------------------------------------------------------------------------------------------- overview
 def overview_page(src: ViewSource) -> str:
     """Funnel, counts by strategy / error type / difficulty / verdict of the main stage, skew note, plots."""
+    return src.cached("overview", lambda: _overview(src))
+
+
+def _overview(src: ViewSource) -> str:
     parts = [
         f"<h1>{e(src.name)}</h1><p>{e(src.kind)} at <code>{e(src.root)}</code>: {src.index.num_rows} rows indexed.</p>",
         "<h2>Funnel</h2>",
@@ -176,7 +180,7 @@ def rows_page(src: ViewSource, query: Query, offset: int, limit: int) -> str:
     for key, label in FILTER_LABELS.items():
         opts = "".join(
             f"<option value='{e(v)}'{' selected' if getattr(query, key) == v else ''}>{e(v)}</option>"
-            for v in choices(src.index, key)
+            for v in src.choices(key)
         )
         form.append(
             f"<label>{e(label)}<select name={key} id=f-{key}><option value=''>any</option>{opts}</select></label>"

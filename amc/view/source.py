@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from amc.errors import AmcError
-from amc.view.index import Part, Query, build_index
+from amc.view.index import Part, Query, build_index, choices
 
 RUN_PARTS = (("data", "ok"), ("dropped", "dropped"), ("rejects", "rejected"))
 CONFIG_STATUS = {"filtered": "kept", "rejects": "rejected"}
@@ -77,6 +78,9 @@ class ViewSource:
         self._lock = threading.Lock()
         self._queries: OrderedDict[Query, pa.Array] = OrderedDict()
         self._plots: dict[str, bytes] | None = None
+        self._by_id: dict[str, list[int]] | None = None
+        self._choices: dict[str, list[str]] = {}
+        self._pages: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------- layout
     def _config_folders(self) -> list[Path]:
@@ -156,12 +160,37 @@ class ViewSource:
     def locate(self, row_id: str, stage: str = "", part: str = "") -> int | None:
         """The index position of a row by id (and stage/part when ids repeat across stages): the latest stage
         first, so a bare id opens the filter's decision about a critique rather than the critique itself."""
-        mask = pc.fill_null(pc.equal(self.index.column("id"), row_id), False)
-        for key, value in (("stage", stage), ("part", part)):
-            if value:
-                mask = pc.and_(mask, pc.fill_null(pc.equal(self.index.column(key), value), False))
-        found = pc.indices_nonzero(mask).to_pylist()
-        return found[-1] if found else None
+        with self._lock:
+            if self._by_id is None:  # built on the first row page: id -> positions, in index order
+                self._by_id = {}
+                for position, rid in enumerate(self.index.column("id").to_pylist()):
+                    self._by_id.setdefault(rid, []).append(position)
+        stages = self.index.column("stage")
+        parts = self.index.column("part")
+        for position in reversed(self._by_id.get(row_id, [])):
+            if stage and stages[position].as_py() != stage:
+                continue
+            if part and parts[position].as_py() != part:
+                continue
+            return position
+        return None
+
+    def choices(self, column: str) -> list[str]:
+        """The distinct values of an index column (cached: the data never change while the viewer runs)."""
+        with self._lock:
+            if column not in self._choices:
+                self._choices[column] = choices(self.index, column)
+            return self._choices[column]
+
+    def cached(self, key: str, make: Callable[[], str]) -> str:
+        """A rendered page that depends on the data only (the overview), made once."""
+        with self._lock:
+            hit = self._pages.get(key)
+        if hit is None:
+            hit = make()
+            with self._lock:
+                self._pages[key] = hit
+        return hit
 
     def entry(self, position: int) -> dict[str, Any]:
         """The index row at ``position``."""
