@@ -13,13 +13,20 @@ from amc.errors import AmcError
 TestFractionOpt = Annotated[float, typer.Option("--test-fraction", help="Share of problems in the test split.")]
 RejectsOpt = Annotated[bool, typer.Option("--rejects/--no-rejects", help="Also export every stage's rejects.")]
 LicenseOpt = Annotated[str, typer.Option("--license", help="License id for the card (the sources' terms apply).")]
+SelfTalkOpt = Annotated[
+    bool, typer.Option("--self-talk/--no-self-talk", help="Also export the self_talk config (amc.loops.selftalk).")
+]
 
 
-def _publication(cfg, test_fraction: float, rejects: bool, license_: str, repo_id: str | None = None):
+def _publication(
+    cfg, test_fraction: float, rejects: bool, license_: str, repo_id: str | None = None, self_talk: bool = False
+):
     from amc.publish import ExportOptions, build_publication
 
     try:
-        options = ExportOptions(test_fraction=test_fraction, include_rejects=rejects, license=license_)
+        options = ExportOptions(
+            test_fraction=test_fraction, include_rejects=rejects, license=license_, self_talk=self_talk
+        )
         return build_publication(cfg, options, repo_id=repo_id)
     except AmcError as exc:
         fail(exc)
@@ -59,12 +66,13 @@ def export(
     test_fraction: TestFractionOpt = 0.1,
     rejects: RejectsOpt = False,
     license_: LicenseOpt = "mit",
+    self_talk: SelfTalkOpt = False,
 ) -> None:
     """Lay out the built run as one dataset repository (configs, plots, card) in the Hub's folder layout."""
     from amc.publish import publish_local
 
     cfg = load_pipeline(config, set_)
-    pub = _publication(cfg, test_fraction, rejects, license_)
+    pub = _publication(cfg, test_fraction, rejects, license_, self_talk=self_talk)
     try:
         _report_local(publish_local(pub, out or cfg.run_path / "export"), pub)
     except AmcError as exc:
@@ -86,6 +94,7 @@ def publish(
     test_fraction: TestFractionOpt = 0.1,
     rejects: RejectsOpt = False,
     license_: LicenseOpt = "mit",
+    self_talk: SelfTalkOpt = False,
 ) -> None:
     """Publish the dataset version to the Hub (one commit, then a tag) or to a folder; unchanged data is a no-op.
 
@@ -108,7 +117,7 @@ def publish(
                     f"bump `version:` there first"
                 )
             )
-    pub = _publication(cfg, test_fraction, rejects, license_, repo_id=repo_id)
+    pub = _publication(cfg, test_fraction, rejects, license_, repo_id=repo_id, self_talk=self_talk)
     if to is not None:
         try:
             _report_local(publish_local(pub, to, force=force), pub)

@@ -35,13 +35,15 @@ from amc.prompts import load_template
 from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, Reject, StepVerdict
 
 SPLITS = ("train", "test")
-CONFIG_ORDER = ("filtered", "paths", "critiques", "sft_critic", "sft_refine", "step_labels", "rejects")
+CONFIG_ORDER = ("filtered", "paths", "critiques", "sft_critic", "sft_refine", "self_talk", "step_labels", "rejects")
 CONFIG_DESCRIPTIONS = {
     "filtered": "The main dataset: critiques kept by correction-outcome filtering, flattened, with refinements.",
     "paths": "Every graded reasoning path (sampled, resampled, injected).",
     "critiques": "Every parsed step-level critique, before filtering.",
     "sft_critic": "TRL conversational prompt/completion for critic SFT: problem and steps -> critique.",
     "sft_refine": "TRL conversational prompt/completion for refinement SFT: path and critique -> correct solution.",
+    "self_talk": "Optional (amc publish --self-talk): prompt/completion where each step is followed by its "
+    "critique and, after the first wrong step, the correction and the rest of the solution.",
     "step_labels": "Per-step labels from Monte Carlo rollouts (Math-Shepherd style).",
     "rejects": "Rows a stage could not produce, with the stage and the reason.",
 }
@@ -59,6 +61,7 @@ class ExportOptions:
 
     test_fraction: float = 0.1
     include_rejects: bool = False
+    self_talk: bool = False  # the self_talk config (amc.loops.selftalk)
     shard_rows: int = 50_000
     license: str = "mit"
     pretty_name: str | None = None
@@ -355,6 +358,10 @@ def build_tables(run: RunData, options: ExportOptions) -> dict[str, dict[str, pa
     if "filter" in run.manifests:
         tables["sft_critic"] = _split(sft_critic_rows(run.kept, run.cfg), SFT_SCHEMA, f)
         tables["sft_refine"] = _split(sft_refine_rows(run.kept, run.cfg), SFT_SCHEMA, f)
+        if options.self_talk:
+            from amc.loops.selftalk import self_talk_rows
+
+            tables["self_talk"] = _split(self_talk_rows(run.kept, run.cfg), SFT_SCHEMA, f)
     if run.step_labels is not None and run.step_labels.num_rows:
         labels = run.step_labels
         masks = {s: pa.array([split_of(pid, f) == s for pid in step_label_problem_ids(labels)]) for s in SPLITS}
