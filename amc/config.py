@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amc.errors import ConfigError
 from amc.loopconfig import LoopConfig, SelftrainConfig
@@ -23,14 +23,23 @@ class Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- sources
+MAX_SYNTHETIC_STEPS = 50  # longer chains ask sympy for nested expressions no word problem needs
+
+
 class SyntheticSource(Strict):
     """Multi-step arithmetic word problems with sympy-checked answers; difficulty = number of steps."""
 
     kind: Literal["synthetic"] = "synthetic"
     count: int = Field(default=32, ge=1)
-    min_steps: int = Field(default=2, ge=1)
-    max_steps: int = Field(default=5, ge=1)
+    min_steps: int = Field(default=2, ge=1, le=MAX_SYNTHETIC_STEPS)
+    max_steps: int = Field(default=5, ge=1, le=MAX_SYNTHETIC_STEPS)
     seed: int | None = Field(default=None, description="Defaults to the run seed.")
+
+    @model_validator(mode="after")
+    def _steps_range(self) -> SyntheticSource:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        return self
 
 
 class FieldMap(Strict):
@@ -145,6 +154,17 @@ class ModelConfig(Strict):
     # transformers
     device: str = "cpu"
     batch_size: int = Field(default=8, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # a key pasted here by mistake must never be echoed: the message does not repeat the value
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+            raise ValueError(
+                "must be the NAME of an environment variable (e.g. OPENAI_API_KEY); the value given "
+                "is not one (is it the key itself? keep keys in the environment, never in the file)"
+            )
+        return value
 
     def identity(self) -> dict[str, Any]:
         """The settings besides engine, model and revision that change what the model answers (a server's URL,
@@ -392,7 +412,7 @@ class Stages(Strict):
 class PipelineConfig(Strict):
     """A whole pipeline file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     version: str = Field(default="0.1.0", pattern=r"^\d+\.\d+\.\d+([-+].*)?$", description="Dataset version.")
     description: str = ""
     seed: int = 0
@@ -423,6 +443,14 @@ class PipelineConfig(Strict):
                     ],
                 }
         return data
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_dot_folder(cls, value: str) -> str:
+        # runs/<name> must be a folder of its own: '.' and '..' would put amc's files among the user's
+        if set(value) == {"."}:
+            raise ValueError("a name made only of dots ('.', '..') is not allowed: it names an existing folder")
+        return value
 
     @property
     def sources(self) -> list[SyntheticSource | FileSource | HubSource]:
@@ -472,13 +500,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+_SOURCE_KINDS = ("synthetic", "file", "hub")
+
+
 def _format_validation(file: str, err: ValidationError) -> ConfigError:
     lines = []
     first_path = ""
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"])
+    errors = err.errors()
+    # `source` is one source or a list: an error in one form makes pydantic report the other form too; keep the
+    # form the input has, and drop pydantic's internal union names from the key path
+    wrong_form = {"list_type", "dict_type", "model_type", "model_attributes_type"}
+    errors = [
+        e
+        for e in errors
+        if not (e["type"] in wrong_form and len(e["loc"]) == 2 and str(e["loc"][1]).startswith(("list[", "tagged-")))
+    ] or errors
+    for e in errors:
+        parts = [str(p) for p in e["loc"] if "[" not in str(p) and not str(p).startswith("function-")]
+        # the discriminator's tag ('synthetic', 'file', 'hub') is pydantic's, not a key of the file
+        parts = [p for i, p in enumerate(parts) if not (i and p in _SOURCE_KINDS and parts[i - 1] != "kind")]
+        path = ".".join(parts)
         first_path = first_path or path
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {msg}")
     error = ConfigError(file, "", "; ".join(lines))
     error.path = first_path
@@ -504,7 +547,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         return config_from_dict(data, str(p))
     except ConfigError as exc:
         keys = [parse_override(o)[0] for o in overrides or []]
-        if any(exc.path.split(".")[: len(k)] == k for k in keys):
+        where = exc.path.split(".")
+        if any(where[: len(k)] == k or (exc.path and k[: len(where)] == where) for k in keys):
             error = ConfigError(f"{p} (with --set)", "", exc.message)
             error.path = exc.path
             raise error from None

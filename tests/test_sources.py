@@ -13,7 +13,7 @@ import pytest
 import sympy
 
 from amc.answers import last_boxed, split_gsm8k
-from amc.config import FieldMap, FileSource, HubSource, SyntheticSource
+from amc.config import FieldMap, FileSource, HubSource, SyntheticSource, config_from_dict
 from amc.errors import ConfigError, InputError
 from amc.sources import load_problems
 from amc.sources.synthetic import generate_problem
@@ -116,8 +116,9 @@ def test_synthetic_every_step_count_is_reachable_without_repeated_sentences():
 
 
 def test_synthetic_rejects_min_steps_above_max_steps():
+    # the range is checked when the pipeline file is read, before any problem is generated
     with pytest.raises(ConfigError, match="min_steps"):
-        load_problems(SyntheticSource(min_steps=5, max_steps=2), seed=0)
+        config_from_dict({"name": "t", "source": {"min_steps": 5, "max_steps": 2}})
 
 
 # ----------------------------------------------------------------------------------------------- answers

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from amc.backends.base import Backend, GenerationRequest, GenerationResponse
+from amc.errors import AmcError
 
 
 def request_key(
@@ -43,43 +44,95 @@ def request_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class CacheError(AmcError):
+    """The request cache cannot be read or written: names the file and the way out."""
+
+
 class RequestCache:
-    """SQLite store of successful responses, by request key."""
+    """SQLite store of successful responses, by request key.
+
+    The file is opened on first use, so a build whose stages ask no engine never touches it (a broken cache does
+    not stop them). A corrupt file, a read-only folder or a full disk raise :class:`CacheError`, one line naming the
+    file and what to do (``amc clean --cache`` drops the cache: answers are asked again).
+    """
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            except (sqlite3.Error, OSError) as exc:
+                raise self._error(exc) from None
+            self._db = db
+        return self._db
+
+    def _error(self, exc: Exception) -> CacheError:
+        text = str(exc)
+        if (
+            "not a database" in text
+            or "malformed" in text
+            or isinstance(exc, sqlite3.DatabaseError)
+            and ("disk" not in text and "readonly" not in text and "locked" not in text)
+        ):
+            return CacheError(
+                f"{self.path}: the request cache is corrupt ({text}); remove it with `amc clean --cache` "
+                f"(its answers are asked again) or restore it from a copy"
+            )
+        return CacheError(
+            f"{self.path}: the request cache cannot be used ({text}); check the folder is writable "
+            f"and the disk has space, then run the same command again"
+        )
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        if not keys:
+            return found
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for key, body in self._db.execute(f"SELECT key, body FROM responses WHERE key IN ({marks})", chunk):
-                    found[key] = body
+            db = self._conn()
+            try:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for key, body in db.execute(f"SELECT key, body FROM responses WHERE key IN ({marks})", chunk):
+                        found[key] = body
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
         return found
 
     def put_many(self, items: list[tuple[str, str]]) -> None:
         if not items:
             return
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", items)
-            self._db.execute("COMMIT")
+            db = self._conn()
+            try:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", items)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise self._error(exc) from None
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            try:
+                return int(self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _cacheable(resp: GenerationResponse) -> bool:

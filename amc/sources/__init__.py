@@ -7,6 +7,7 @@ Bad input raises ``amc.errors.InputError`` naming the file, row and field, befor
 from __future__ import annotations
 
 from amc.config import FileSource, HubSource, SyntheticSource
+from amc.errors import InputError
 from amc.records import Problem
 from amc.sources.hub import load_hub_problems
 from amc.sources.local import load_file_problems
@@ -22,9 +23,14 @@ def load_problems(cfg: SyntheticSource | FileSource | HubSource, seed: int) -> l
     ['synthetic-00000', 'synthetic-00001']
     """
     if cfg.kind == "synthetic":
-        return generate_problems(cfg, seed)
-    if cfg.kind == "file":
-        return load_file_problems(cfg)
-    if cfg.kind == "hub":
-        return load_hub_problems(cfg)
-    raise ValueError(f"unknown source kind {cfg.kind!r}")
+        problems = generate_problems(cfg, seed)
+    elif cfg.kind == "file":
+        problems = load_file_problems(cfg)
+    elif cfg.kind == "hub":
+        problems = load_hub_problems(cfg)
+    else:
+        raise ValueError(f"unknown source kind {cfg.kind!r}")
+    if not problems:  # an empty dataset built from nothing would look finished
+        where = getattr(cfg, "path", None) or getattr(cfg, "dataset", None) or getattr(cfg, "preset", cfg.kind)
+        raise InputError(str(where), None, None, "the source yields no problem; check the file, split or limit")
+    return problems

@@ -21,6 +21,10 @@ from amc.records import Problem
 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 _LEVEL = re.compile(r"-?\d+")
+# Python refuses to convert ints of more digits than this to text (sys.get_int_max_str_digits): such an answer
+# could never be compared, so it is a bad row, named as such.
+_MAX_DIGITS = 4300
+_MAX_INT_BITS = int(_MAX_DIGITS * 3.32)
 
 
 class RowPlace:
@@ -45,10 +49,16 @@ def _text(row: Mapping[str, Any], field: str, place: RowPlace, what: str) -> str
     if field not in row:
         raise place.error(field, f"row has no field '{field}' for the {what}; fields present: {sorted(row)}")
     value = row[field]
+    if isinstance(value, float) and math.isnan(value) and what == "reference answer":
+        raise place.error(field, f"NaN is not an answer: the {what} must be a number or a text")
     if _blank(value):
         raise place.error(field, f"the {what} is empty")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise place.error(field, f"the {what} must be text, got {type(value).__name__}")
+    if isinstance(value, float) and math.isinf(value):
+        raise place.error(field, f"Infinity is not an answer: the {what} must be a finite number or a text")
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise place.error(field, f"the {what} is a number of more than {_MAX_DIGITS} digits; amc cannot grade it")
     return str(value).strip()
 
 
@@ -153,27 +163,46 @@ def _infer_format(path: Path, given: str | None) -> str:
     return fmt
 
 
+def _loads(text: str, place: RowPlace | None, path: Path) -> Any:
+    """JSON text to Python, with one clear error (file, row) for bad JSON and for numbers Python cannot read."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f" (column {exc.colno})" if place is not None else f" at line {exc.lineno}"
+        message = f"not valid JSON: {exc.msg}{where}"
+    except ValueError:  # an int of more than 4300 digits: "Exceeds the limit ... for integer string conversion"
+        message = f"a number has more than {_MAX_DIGITS} digits, which Python will not read; amc cannot grade it"
+    if place is not None:
+        raise place.error(None, message)
+    raise InputError(str(path), None, None, message)
+
+
+def _utf8(data: bytes, place: RowPlace | None, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); save the file as UTF-8"
+        if place is not None:
+            raise place.error(None, message) from None
+        raise InputError(str(path), None, None, message) from None
+
+
 def _jsonl_rows(path: Path, limit: int | None) -> Iterator[tuple[RowPlace, Any]]:
     count = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             if limit is not None and count >= limit:
                 return
+            place = RowPlace(str(path), number, "1-based line number")
+            line = _utf8(raw, place, path)
             if not line.strip():
                 continue  # a trailing newline or blank separator line is not a row
-            place = RowPlace(str(path), number, "1-based line number")
-            try:
-                yield place, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise place.error(None, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+            yield place, _loads(line, place, path)
             count += 1
 
 
 def _json_rows(path: Path) -> Iterator[tuple[RowPlace, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), None, None, f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    data = _loads(_utf8(path.read_bytes(), None, path), None, path)
     if not isinstance(data, list):
         raise InputError(str(path), None, None, f"expected a JSON array of objects, got {type(data).__name__}")
     for index, row in enumerate(data):
