@@ -35,9 +35,17 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, replicas: int | None = None, **init_kwargs: Any):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        replicas: int | None = None,
+        actors: bool | None = None,
+        **init_kwargs: Any,
+    ):
         self.address = address
         self.replicas = replicas
+        self.actors = actors  # None: by the stage's resources; True/False: always an actor pool / plain tasks
         self.init_kwargs = init_kwargs
         self._started_ray = False
 
@@ -71,7 +79,8 @@ class RayExecutor(Executor):
             "problems": self._problems_ref,
             "cache_path": self.cache_path,
         }
-        if resources.light and not resources.gpus_per_replica:
+        use_actors = self.actors if self.actors is not None else not resources.light or resources.gpus_per_replica > 0
+        if not use_actors:
             out = ds.map_batches(_shard_batch, fn_kwargs=kwargs, batch_size=1, batch_format="pyarrow", num_cpus=1)
         else:
             gpus = resources.gpus_per_replica
