@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 "$PY" -m pip install -q torch==2.13.0 || exit 1
-"$PY" -m pip install -q -e ".[test]" || exit 1
+# the ray extra: tests/test_executors.py builds on a local Ray instance (ray[data] without torch: about 25 s)
+"$PY" -m pip install -q -e ".[test,ray]" || exit 1
 # `amc view`'s browser tests drive Debian's chromium through its chromedriver (Selenium is in the test extra);
 # installed from the distribution's packages when missing, never a browser downloaded at run time
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
