@@ -19,11 +19,22 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from amc import __version__
-from amc.config import HubSource, PipelineConfig, SyntheticSource
+from amc.config import PipelineConfig, SyntheticSource
 from amc.prompts import load_template
+from amc.publish.card_notes import (
+    kept_skew,
+    plain_list,
+    public_config,
+    public_location,
+    public_sources,
+    refine_gap,
+    resolved_values,
+    sim_roles,
+    source_datasets,
+)
 from amc.publish.exports import CONFIG_DESCRIPTIONS, ExportOptions, RunData
 from amc.publish.plots import Distribution
-from amc.redact import redact, redact_text
+from amc.redact import redact_text
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
 CARD_TEMPLATE = "dataset_card.md.jinja"
@@ -49,14 +60,6 @@ FILTERED_FIELDS = {
 }
 
 
-def public_config(cfg: PipelineConfig) -> dict[str, Any]:
-    """The pipeline config as it goes into the card: secrets removed, and no local run directory (where a run
-    lives on disk is not provenance, and would make the card differ between machines)."""
-    data = cfg.model_dump(mode="json")
-    data.pop("run_dir", None)
-    return redact(data)
-
-
 # ----------------------------------------------------------------------------------------------- metadata
 def size_category(n: int) -> str:
     """The Hub's size bucket of a row count."""
@@ -70,21 +73,6 @@ def size_category(n: int) -> str:
         (1_000_000_000, "100M<n<1B"),
     ]
     return next((label for bound, label in bounds if n < bound), "n>1T")
-
-
-def source_datasets(cfg: PipelineConfig) -> list[str]:
-    from amc.sources.hub import PRESETS
-
-    found: list[str] = []
-    for src in cfg.sources:
-        if isinstance(src, HubSource):
-            preset = PRESETS.get(src.preset)
-            dataset = src.dataset or (preset.dataset if preset else None)
-            if dataset and not Path(dataset).exists():
-                found.append(f"extended|{dataset}")
-                continue
-        found.append("original")
-    return list(dict.fromkeys(found))
 
 
 def card_metadata(cfg: PipelineConfig, options: ExportOptions, splits: dict[str, list[str]], rows: int) -> dict:
@@ -160,7 +148,7 @@ def provenance(run: RunData) -> dict[str, Any]:
             name: {"fingerprint": m.get("fingerprint"), "code_version": m.get("code_version")}
             for name, m in run.manifests.items()
         },
-        "source": redact([src.model_dump(mode="json") for src in cfg.sources]),
+        "source": public_sources(cfg),
     }
 
 
@@ -193,6 +181,13 @@ def _shorten(value: Any, limit: int = 300) -> Any:
     if isinstance(value, dict):
         return {k: _shorten(v, limit) for k, v in value.items()}
     return value
+
+
+def _public_sample(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sample row with a local source path replaced by what it is a copy of (see ``public_location``)."""
+    if row and isinstance(row.get("source"), str) and row["source"]:
+        return {**row, "source": public_location(row["source"])}
+    return row
 
 
 def sample_row(row: dict[str, Any] | None) -> str:
@@ -258,7 +253,12 @@ def render_card(
         "distributions": [{"title": d.title, "table": d.table(), "plot": d.plot_path, "note": d.note} for d in dists],
         "funnel": funnel(run),
         "provenance": provenance(run),
-        "sample": sample_row(sample),
+        "sample": sample_row(_public_sample(sample)),
+        "sim_roles": plain_list([f"the {role}" for role in sim_roles(cfg)]),
+        "annotator": f"`{cfg.models.annotator.engine}` {redact_text(cfg.models.annotator.model)}",
+        "skew": kept_skew(run),
+        "refine_gap": refine_gap(run, sum(splits.get("sft_refine", {}).values())),
+        "resolved_yaml": yaml.safe_dump(resolved_values(cfg), sort_keys=False, allow_unicode=True, width=1000),
         "config_yaml": yaml.safe_dump(public_config(cfg), sort_keys=False, allow_unicode=True, width=1000),
         "card_template": template_ref(template_dir),
     }

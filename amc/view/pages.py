@@ -157,19 +157,11 @@ def _count_table(table, stage: str, column: str, label: str) -> str:
 
 
 def _skew_note(table) -> str:
-    """A warning when one final verdict outnumbers the other ten to one in the kept rows."""
-    kept = counts(table, "verdict").items()
-    by = {v: c.get("kept", 0) for v, c in kept}
-    wrong, right = by.get("Wrong", 0), by.get("Correct", 0)
-    lo, hi = sorted((wrong, right))
-    if hi >= 20 and hi >= 10 * max(lo, 1):
-        major = "Wrong" if wrong > right else "Correct"
-        return (
-            f"Class skew: the kept rows have {wrong} critiques with the final verdict Wrong and {right} with "
-            f"Correct; a critic trained on them learns to say {major}. Balance them (critique."
-            f"include_correct_paths, inject.balance) or weight the classes."
-        )
-    return ""
+    """The card's class-skew warning (:func:`amc.publish.card_notes.skew_text`) for the kept rows shown."""
+    from amc.publish.card_notes import skew_text
+
+    by = {v: c.get("kept", 0) for v, c in counts(table, "verdict").items()}
+    return skew_text(by.get("Wrong", 0), by.get("Correct", 0), where="kept rows")
 
 
 # ----------------------------------------------------------------------------------------------- rows
