@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +31,24 @@ WorkersOpt = Annotated[int, typer.Option("--workers", help="checks: processes to
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "eval"
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, stdout carries the JSON only: engines log there (vLLM does, from its engine processes too),
+    so file descriptor 1 points at stderr while the critic runs, for this process and the ones it starts."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _critic(spec: str, config: Path | None, set_: list[str] | None, out: Path, max_tokens: int, workers: int):
@@ -78,11 +100,12 @@ def processbench(
     out = out or Path("evals") / _slug(f"processbench-{Path(data).stem}-{subset or 'all'}-{critic}")
     try:
         items = load_items(data, subset=subset, limit=limit)
-        judge = _critic(critic, config, set_, out, max_tokens, workers)
-        try:
-            preds, metrics = evaluate(judge, items, None if as_json and critic == "checks" else _progress)
-        finally:
-            judge.close()
+        with _stdout_to_stderr(as_json):
+            judge = _critic(critic, config, set_, out, max_tokens, workers)
+            try:
+                preds, metrics = evaluate(judge, items, None if as_json and critic == "checks" else _progress)
+            finally:
+                judge.close()
         metrics.update(data=str(data), subset=subset, limit=limit)
         save_evaluation(out, preds, metrics)
     except AmcError as exc:
@@ -122,11 +145,12 @@ def critic_eval(
             name = "the run's annotator"
         else:
             items = load_items(run, limit=limit)
-            judge = _critic(critic, config, set_, out, max_tokens, workers)
-            try:
-                preds = judge.critique(items, None if as_json else _progress)
-            finally:
-                judge.close()
+            with _stdout_to_stderr(as_json):
+                judge = _critic(critic, config, set_, out, max_tokens, workers)
+                try:
+                    preds = judge.critique(items, None if as_json else _progress)
+                finally:
+                    judge.close()
             hints, name = {}, critic
         metrics = critic_metrics(preds)
         metrics.update(critic=name, run=str(run), hints=hints)
