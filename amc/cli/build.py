@@ -27,15 +27,28 @@ def build(
         bool,
         typer.Option("--retry-rejects", help="Redo the shards of every reject, not only those of engine outages."),
     ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Who runs the shards: local (this machine) or ray (Ray Data).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="ray: the cluster to join ('auto', 'ray://host:10001'); default: a local one."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="local: processes for stages whose engines hold no model.")
+    ] = 1,
 ) -> None:
     """Build the pipeline's stages up to STAGE, skipping stages that are up to date.
 
     Exits 1 when an engine outage left a stage incomplete (run the same command again to ask for those rows)."""
+    from amc.engine.executors import create_executor
     from amc.engine.runner import Runner
 
     cfg = load_pipeline(config, set_)
     try:
-        reports = Runner(cfg, show_progress=not quiet, verify=verify, retry_rejects=retry_rejects).build(stage)
+        runs = create_executor(executor, address=address, workers=workers)
+        runner = Runner(cfg, show_progress=not quiet, verify=verify, retry_rejects=retry_rejects, executor=runs)
+        reports = runner.build(stage)
     except (AmcError, ValueError) as exc:
         fail(exc)
     except KeyboardInterrupt:
