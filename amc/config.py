@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amc.errors import ConfigError
 from amc.loopconfig import LoopConfig, SelftrainConfig
 
-STAGES: tuple[str, ...] = ("problems", "sample", "inject", "critique", "filter")
+
+def __getattr__(name: str) -> Any:
+    # `amc.config.STAGES` was a second list of stage names; the one registry is `amc.stages` (STAGE_NAMES). The
+    # alias stays for code written against it, read lazily so that config never imports the stages at load time.
+    if name == "STAGES":
+        from amc.stages import STAGE_NAMES
+
+        return STAGE_NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Strict(BaseModel):
