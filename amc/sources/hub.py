@@ -15,7 +15,7 @@ from typing import Any
 from amc.config import AnswerFormat, FieldMap, HubSource
 from amc.errors import ConfigError, InputError
 from amc.records import Problem
-from amc.sources.local import RowPlace, check_unique_ids, problem_from_row
+from amc.sources.local import RowPlace, check_unique_ids, problem_from_row, warn_unmapped_id
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -102,6 +102,7 @@ def load_hub_problems(cfg: HubSource) -> list[Problem]:
     fields = cfg.fields or default_fields
     answer_format = cfg.answer_format or default_format
     prefix = f"{_id_prefix(cfg, dataset)}-{cfg.split}"
+    warn_unmapped_id(list(data.column_names), fields, f"{dataset} ({cfg.split})", f"{prefix}-00000")
     problems: list[Problem] = []
     places: list[RowPlace] = []
     for index, row in enumerate(data):

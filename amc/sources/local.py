@@ -8,6 +8,7 @@ says which. ``problem_from_row`` is the one row-to-``Problem`` mapping, shared w
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from amc.config import AnswerFormat, FieldMap, FileSource
 from amc.errors import InputError
 from amc.records import Problem
 
+log = logging.getLogger(__name__)
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 _LEVEL = re.compile(r"-?\d+")
 # Python refuses to convert ints of more digits than this to text (sys.get_int_max_str_digits): such an answer
@@ -144,6 +146,20 @@ def problem_from_row(
     )
 
 
+def warn_unmapped_id(columns: list[str], fields: FieldMap, where: str, example: str) -> bool:
+    """Warn (and return True) when the rows have an ``id`` column that ``fields.id`` does not map: their ids would
+    silently be replaced by generated ones such as ``example``."""
+    if fields.id is not None or "id" not in columns:
+        return False
+    log.warning(
+        "%s: the rows have an 'id' column that the source does not map, so amc gives them generated ids (%s, ...); "
+        "set `fields: {id: id}` in the source to keep yours",
+        where,
+        example,
+    )
+    return True
+
+
 def check_unique_ids(problems: list[Problem], places: list[RowPlace], fields: FieldMap) -> None:
     """Ids address every later record, so a duplicate would silently merge two problems' samples."""
     seen: dict[str, int] = {}
@@ -254,5 +270,7 @@ def load_file_problems(cfg: FileSource) -> list[Problem]:
             )
         )
         places.append(place)
+        if index == 0 and isinstance(row, Mapping):
+            warn_unmapped_id(list(row), cfg.fields, str(path), problems[0].id)
     check_unique_ids(problems, places, cfg.fields)
     return problems
