@@ -26,7 +26,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Folder for predictions.jsonl and metrics.json.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", help="Longest critique a model may write.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="checks: processes to spread items over.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="checks: processes to spread items over [default: usable cores].")
+]
 
 
 def _slug(text: str) -> str:
@@ -51,7 +53,7 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _critic(spec: str, config: Path | None, set_: list[str] | None, out: Path, max_tokens: int, workers: int):
+def _critic(spec: str, config: Path | None, set_: list[str] | None, out: Path, max_tokens: int, workers: int | None):
     from amc.evaluate.critic import critic_from_spec
 
     cfg = load_pipeline(config, set_) if config is not None else None
@@ -91,7 +93,7 @@ def processbench(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     max_tokens: MaxTokensOpt = 1024,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = None,
 ) -> None:
     """First-error accuracy on erroneous and on correct solutions, and their F1 (ProcessBench, arXiv 2412.06559)."""
     from amc.evaluate.items import load_items
@@ -128,7 +130,7 @@ def critic_eval(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     max_tokens: MaxTokensOpt = 1024,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = None,
 ) -> None:
     """Verdict accuracy against true correctness, first-error accuracy against known error steps, by strategy,
     error type and difficulty."""

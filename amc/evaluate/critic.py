@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from amc.answers import extract, verify
+from amc.answers import cpu_workers, extract, verify
 from amc.critique_format import parse_text, render_text
 from amc.errors import AmcError
 from amc.evaluate.items import EvalItem
@@ -129,12 +129,13 @@ def check_item(item: EvalItem) -> Prediction:
 
 
 class ChecksCritic:
-    """The symbolic critic: no model, deterministic; ``workers`` > 1 spreads items over forked processes."""
+    """The symbolic critic: no model, deterministic; ``workers`` > 1 spreads items over forked processes (``None``:
+    one per usable core). The predictions are the same whatever the number of workers."""
 
     name = "checks"
 
-    def __init__(self, workers: int = 1):
-        self.workers = max(1, workers)
+    def __init__(self, workers: int | None = 1):
+        self.workers = cpu_workers() if workers is None else max(1, workers)
 
     def critique(self, items: Sequence[EvalItem], progress: Progress | None = None) -> list[Prediction]:
         """Check every item, in order."""
@@ -280,7 +281,7 @@ def critic_from_spec(
     cache_path: Path | None = None,
     max_tokens: int = 1024,
     template: str = "critic",
-    workers: int = 1,
+    workers: int | None = 1,
 ) -> Critic:
     """Build the critic a ``--critic`` spec names: ``checks``, ``ENGINE:MODEL`` or a ``models:`` role name."""
     if spec == "checks":
