@@ -20,7 +20,7 @@ CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#202124;background:#fafafa}
 header{background:#263238;color:#fff;padding:8px 16px;display:flex;gap:18px;align-items:baseline}
 header a{color:#cfd8dc;text-decoration:none}header a:hover{color:#fff}header b{font-size:16px}
-main{padding:12px 16px;max-width:1280px}
+main{padding:12px 16px;max-width:1280px}h1{font-size:22px;margin:6px 0}h2{font-size:17px;margin:4px 0 6px}
 table{border-collapse:collapse;background:#fff;margin:6px 0 14px}
 th,td{border:1px solid #dadce0;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f1f3f4}td.num{text-align:right}a.rowlink{white-space:nowrap}
@@ -39,6 +39,7 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#5f63
 .decision{font-weight:600}.decision.kept{color:#1e8e3e}.decision.dropped{color:#b06000}
 pre{white-space:pre-wrap;background:#f8f9fa;border:1px solid #eee;padding:6px;margin:4px 0}
 .note{background:#fff8e1;border-left:4px solid #f9ab00;padding:6px 10px;margin:8px 0}
+.tables{display:flex;flex-wrap:wrap;gap:0 18px;align-items:flex-start}
 img.plot{max-width:620px;border:1px solid #eee;margin:4px 8px 8px 0;background:#fff}
 """
 FILTER_LABELS = {
@@ -96,14 +97,17 @@ def _overview(src: ViewSource) -> str:
     parts.append(f"<h2>Rows of <code>{e(stage)}</code> by</h2>")
     skew = _skew_note(main)
     if skew:
-        parts.append(f"<p class=note id=skew>{e(skew)}</p>")
-    for column, label in (
-        ("strategy", "strategy"),
-        ("error_type", "error type"),
-        ("difficulty", "difficulty"),
-        ("verdict", "final verdict"),
-    ):
-        parts.append(_count_table(main, stage, column, label))
+        parts.append(f"<p class=note id=skew>{e(skew.replace('`', ''))}</p>")
+    tables = [
+        _count_table(main, stage, column, label)
+        for column, label in (
+            ("strategy", "strategy"),
+            ("error_type", "error type"),
+            ("difficulty", "difficulty"),
+            ("verdict", "final verdict"),
+        )
+    ]
+    parts.append("<div class=tables>" + "".join(tables) + "</div>")
     plots = src.plots()
     if plots:
         parts.append(
@@ -138,6 +142,13 @@ def _funnel_table(src: ViewSource) -> str:
 
 def _count_table(table, stage: str, column: str, label: str) -> str:
     data = counts(table, column)
+    if column == "difficulty":  # levels read in order, not by count
+        data = dict(
+            sorted(
+                data.items(),
+                key=lambda kv: (not kv[0].lstrip("-").isdigit(), int(kv[0]) if kv[0].lstrip("-").isdigit() else 0),
+            )
+        )
     if not data or list(data) == ["none"]:
         return ""
     statuses = sorted({s for by in data.values() for s in by})
