@@ -103,6 +103,24 @@ def test_saved_model_loads_and_differs_from_the_base(trained, tiny):
     assert torch.isfinite(logits).all()
 
 
+def test_the_seed_decides_the_data_order(trained, published, tiny, tmp_path):
+    """Another seed, another order of the same examples, other weights (the seed reaches the trainer)."""
+    import torch
+    from safetensors.torch import load_file
+
+    settings, result = trained
+    other = train_sft(settings.model_copy(update={"output_dir": tmp_path / "seed1", "seed": 1}))
+    mine, theirs = load_file(result.output_dir / "model.safetensors"), load_file(other.output_dir / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    assert not all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert other.examples == result.examples
+
+
+def test_the_seed_reaches_model_init_and_data_order(published, tiny, tmp_path):
+    args = build_trainer(_settings(published, tiny, tmp_path / "x", seed=7, max_steps=1)).args
+    assert (args.seed, args.data_seed) == (7, 7)
+
+
 def test_record_ties_the_model_to_the_dataset_version(trained, published):
     settings, result = trained
     record = json.loads((result.output_dir / "amc_train.json").read_text(encoding="utf-8"))
