@@ -137,3 +137,34 @@ def test_ray_executor_builds_the_same_dataset_byte_for_byte(tmp_path: Path, ray_
     assert again[-1].action == "built" and again[-1].made == 0 and _made(on_ray) == 0
     Runner(_cfg(local, "stages.filter.k=2"), show_progress=False).build()
     assert _files(local) == _files(on_ray)
+
+
+def test_a_shard_reaches_the_engine_in_large_batches(tmp_path: Path, monkeypatch):
+    from amc.backends.sim import SimBackend
+
+    batches: list[int] = []
+    real = SimBackend.generate
+
+    def counting(self, requests):
+        batches.append(len(requests))
+        return real(self, requests)
+
+    monkeypatch.setattr(SimBackend, "generate", counting)
+    Runner(_cfg(tmp_path / "run", "shard_size=200", problems=200), show_progress=False).build("sample")
+    assert batches == [200]  # one shard's 200 requests in one call (the cache once sent chunks of 64)
+
+
+def test_a_rerun_of_a_finished_build_loads_no_problem_and_asks_no_engine(tmp_path: Path, monkeypatch):
+    from amc.stages.problems import ProblemsStage
+
+    Runner(_cfg(tmp_path / "run"), show_progress=False).build()
+
+    def no_loading(self, cfg):
+        raise AssertionError("a finished build was loaded again")
+
+    monkeypatch.setattr(ProblemsStage, "load", no_loading)
+    reports = Runner(_cfg(tmp_path / "run"), show_progress=False).build()
+    assert [r.action for r in reports] == ["skipped"] * 5 and _made(tmp_path / "run") == 0
+    # a stage that must run loads them (and fails there on bad input, before any engine starts)
+    with pytest.raises(AssertionError, match="loaded again"):
+        Runner(_cfg(tmp_path / "run", "stages.filter.k=2"), show_progress=False).build()

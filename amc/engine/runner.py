@@ -102,23 +102,31 @@ class Runner:
     # ------------------------------------------------------------------ build
     def build(self, until: str = "filter") -> list[StageReport]:
         plan = stages_until(until)
-        # Bad input fails here, before any engine starts.
-        problems = source_stage().load(self.cfg)
         with self.rundir.lock():
             self.rundir.clean_tmp()  # what a killed write left behind
-            return self._build(plan, until, problems)
+            return self._build(plan, until)
 
-    def _build(self, plan: list[Stage], until: str, problems: list[Any]) -> list[StageReport]:
+    def _problems(self, cache: RequestCache) -> list[Any]:
+        """Load the problems and start the executor, once, when the first stage that is not up to date begins.
+
+        Bad input fails here, before any engine starts; a rerun of a finished build never loads them (generating
+        or reading 100k problems would cost more than checking every manifest)."""
+        if self._loaded is None:
+            self._loaded = source_stage().load(self.cfg)
+            self.executor.start(self.cfg, cache, self._loaded)
+        return self._loaded
+
+    def _build(self, plan: list[Stage], until: str) -> list[StageReport]:
+        self._loaded: list[Any] | None = None
         cache = RequestCache(self.run_dir / "cache.sqlite")
         reports: list[StageReport] = []
         input_fp: str | None = None
         input_data: str | None = None
         started = time.time()
         try:
-            self.executor.start(self.cfg, cache, problems)
             for pos, stage in enumerate(plan):
                 fp = stage_fingerprint(stage, self.cfg, input_fp)
-                report = self._build_stage(stage, fp, input_data, problems, cache)
+                report = self._build_stage(stage, fp, input_data, cache)
                 reports.append(report)
                 if report.retryable:
                     break  # an outage: later stages would be built on missing rows; the next build resumes here
@@ -198,9 +206,7 @@ class Runner:
         )
         self.rundir.write_manifest(stage.name, manifest)
 
-    def _build_stage(
-        self, stage: Stage, fp: str, input_data: str | None, problems: list[Any], cache: RequestCache
-    ) -> StageReport:
+    def _build_stage(self, stage: Stage, fp: str, input_data: str | None, cache: RequestCache) -> StageReport:
         manifest, action, damaged = self._stage_start(stage, fp, input_data)
         if action == "skipped":
             assert manifest is not None
@@ -213,6 +219,7 @@ class Runner:
                 funnel=manifest["funnel"],
             )
         t0 = time.time()
+        problems = self._problems(cache)
         made = cached = failed = 0
         usage: Counter[str] = Counter()
 
