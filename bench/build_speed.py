@@ -53,7 +53,7 @@ def _requests(run_dir: Path) -> dict[str, int]:
     return json.loads(build.read_text()).get("requests", {}) if build.is_file() else {}
 
 
-def run_build(tree: Path, problems: int, run_dir: Path, extra: list[str]) -> dict:
+def run_build(tree: Path, problems: int, run_dir: Path, extra: list[str], args: list[str] = ()) -> dict:
     """One `amc build` of the quickstart from ``tree`` as a child process; its wall, CPU, peak RSS and outputs."""
     cmd = [
         sys.executable,
@@ -70,6 +70,7 @@ def run_build(tree: Path, problems: int, run_dir: Path, extra: list[str]) -> dic
     ]
     for item in extra:
         cmd += ["--set", item]
+    cmd += list(args)
     env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
     # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
@@ -96,6 +97,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tree", action="append", default=[], help="label=path of an amc checkout (repeatable)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for every build")
+    ap.add_argument(
+        "--arg",
+        dest="args",
+        action="append",
+        default=[],
+        help="extra `amc build` argument, e.g. --arg=--workers --arg=2",
+    )
     ap.add_argument("--rerun", action="store_true", help="also time a second build of the finished run directory")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     args = ap.parse_args()
@@ -108,13 +116,15 @@ def main() -> None:
                 order = trees if rep % 2 == 0 else trees[::-1]
                 for label, tree in order:
                     run_dir = work / f"{label}-{n}-{rep}"
-                    res = run_build(tree, n, run_dir, args.sets)
+                    res = run_build(tree, n, run_dir, args.sets, args.args)
                     res.update(tree=label, problems=n, repeat=rep)
                     if args.rerun:
-                        again = run_build(tree, n, run_dir, args.sets)
+                        again = run_build(tree, n, run_dir, args.sets, args.args)
                         res["rerun"] = {k: again[k] for k in ("wall_s", "cpu_s", "requests", "digest")}
                     results.append(res)
                     print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+                    if args.json:  # after every build: a long benchmark cut short keeps what it measured
+                        args.json.write_text(json.dumps(results, indent=1))
                     shutil.rmtree(run_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
