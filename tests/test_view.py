@@ -210,7 +210,8 @@ def test_text_from_the_data_is_escaped(tmp_path):
         generator="m",
     )
     write_records(stage / "data" / "shard-00000.parquet", [path], ReasoningPath)
-    (stage / "manifest.json").write_text(json.dumps({"status": "done", "rows": 1}))
+    manifest = {"fingerprint": "f", "status": "done", "num_shards": 1, "shards": {}, "rows": 1}
+    (stage / "manifest.json").write_text(json.dumps(manifest))
     server, _ = start(ViewSource(tmp_path / "run"))
     try:
         page = _get(server.url + "row?id=p1/sample/0")[1] + _get(server.url + "rows")[1]
@@ -226,3 +227,19 @@ def test_a_folder_without_amc_data_is_a_clear_error(tmp_path):
         ViewSource(tmp_path)
     result = CliRunner().invoke(app, ["view", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "no such folder" in " ".join(result.output.split())
+    (tmp_path / "run" / "critique").mkdir(parents=True)
+    (tmp_path / "run" / "critique" / "manifest.json").write_text("{")
+    result = CliRunner().invoke(app, ["view", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "amc clean --stage critique" in " ".join(result.output.split())
+
+
+def test_only_the_files_a_manifest_lists_are_shown(run_cfg, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_cfg.run_path, run, ignore=shutil.ignore_patterns("cache.sqlite", ".lock"))
+    stray = run / "filter" / "dropped" / "00009-of-00010.parquet"  # e.g. left by another build
+    shutil.copy(next((run / "filter" / "dropped").glob("*.parquet")), stray)
+    src = ViewSource(run)
+    dropped = _records(run_cfg.run_path / "filter" / "dropped", FilterDecision)
+    assert len(src.select(Query(stage="filter", status="dropped"))) == len(dropped)

@@ -37,17 +37,26 @@ def _stage_names() -> list[str]:
     return list(STAGES)
 
 
-def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    """A stage's manifest, or None when it has none or it does not parse.
+def read_manifest(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """A stage's manifest through the run directory's one reader (:class:`amc.engine.rundir.RunDir`): None when
+    the stage was never started; a corrupt one is an error naming the file and how to clean it."""
+    from amc.engine.rundir import RunDir
 
-    TODO(E9): read through ``amc.engine.rundir`` (the one reader of manifests) once it lands; the viewer needs
-    only ``rows``, ``rejects``, ``dropped``, ``funnel``, ``rejects_by_reason``, ``status`` and ``config``.
-    """
-    try:
-        data = json.loads((stage_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    return RunDir(run_dir).read_manifest(stage)
+
+
+def listed_files(stage_dir: Path, manifest: dict[str, Any], folder: str) -> list[Path] | None:
+    """The shard files of ``folder`` that the manifest lists (so a stray or half-written file is never shown), in
+    shard order; None for a manifest that lists no files (then every shard-named file of the folder is read)."""
+    shards = manifest.get("shards") or {}
+    if not any(isinstance(e, dict) and e.get("files") for e in shards.values()):
         return None
-    return data if isinstance(data, dict) else None
+    out = []
+    for key in sorted(shards, key=lambda k: int(k) if str(k).isdigit() else 0):
+        for rel in sorted((shards[key] or {}).get("files", {})):
+            if rel.split("/", 1)[0] == folder and (stage_dir / rel).is_file():
+                out.append(stage_dir / rel)
+    return out
 
 
 def _shards(folder: Path, pattern: str = "*.parquet") -> list[Path]:
@@ -90,13 +99,14 @@ class ViewSource:
         parts = []
         for stage in _stage_names():
             stage_dir = self.root / stage
-            manifest = read_manifest(stage_dir)
+            manifest = read_manifest(self.root, stage)
             if manifest is None:
                 continue
             self.manifests[stage] = manifest
             for sub, status in RUN_PARTS:
                 status = "kept" if (stage == "filter" and sub == "data") else status
-                parts += [Part(f, stage, sub, status) for f in _shards(stage_dir / sub)]
+                files = listed_files(stage_dir, manifest, sub)
+                parts += [Part(f, stage, sub, status) for f in (_shards(stage_dir / sub) if files is None else files)]
         return parts
 
     def _publication_parts(self) -> list[Part]:
