@@ -243,3 +243,35 @@ def test_only_the_files_a_manifest_lists_are_shown(run_cfg, tmp_path):
     src = ViewSource(run)
     dropped = _records(run_cfg.run_path / "filter" / "dropped", FilterDecision)
     assert len(src.select(Query(stage="filter", status="dropped"))) == len(dropped)
+
+
+def test_the_command_serves_on_loopback_and_says_where(run_cfg):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amc.cli", "view", str(run_cfg.run_path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        url = line.split(" at ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and "rows of" in line
+        status, page = _get(url + "rows?stage=filter")
+        assert status == 200 and "id=rows" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_busy_port_is_a_clear_error(run_cfg):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["view", str(run_cfg.run_path), "--port", str(port)])
+    assert result.exit_code == 2 and "pass another --port" in " ".join(result.output.split())
