@@ -3,9 +3,11 @@
 The double is a real HTTP server on 127.0.0.1 (a thread), reached through ``HF_ENDPOINT``: huggingface_hub runs
 its whole HTTP stack unchanged (client, headers, NDJSON commit payload, error mapping), and the double records
 every request. It keeps git-like state (commits, branches, tags) and answers the tree listing with real git blob
-ids, so the publisher's no-op and tag checks run against the same kind of answers the Hub gives. Its preupload
-answer makes every file a "regular" upload (content inline in the commit), which keeps LFS/Xet transfers, a
-separate protocol huggingface_hub owns, out of the double.
+ids, so the publisher's no-op and tag checks run against the same kind of answers the Hub gives. Like the Hub,
+its preupload answer sends Parquet and PNG files through LFS: it serves the LFS batch API, takes the uploads on a
+storage URL of its own (which, like S3, gets no token), verifies them, and lists LFS files in trees with their
+sha256 and the git id of their pointer, so huggingface_hub's real LFS upload path runs. (Xet, the Hub's newer
+storage protocol, is switched off with ``HF_HUB_DISABLE_XET``: it is a binary protocol huggingface_hub owns.)
 """
 
 from __future__ import annotations
@@ -38,6 +40,33 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_TestTokenNeverWrittenAnywhere0123456789"
 REPO = "amc-test/quickstart"
 GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+LFS_SUFFIXES = (".parquet", ".png")
+
+
+def is_lfs(path: str) -> bool:
+    """Files the double, like the Hub, stores through LFS."""
+    return path.endswith(LFS_SUFFIXES)
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The git-lfs pointer file the Hub's git tree holds for an LFS file."""
+    sha = hashlib.sha256(data).hexdigest()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
+
+
+def tree_entry(path: str, data: bytes) -> dict[str, object]:
+    """A file as the Hub lists it: a regular file by its git blob id; an LFS file by its pointer's blob id, with
+    its sha256 and size under ``lfs``."""
+    if not is_lfs(path):
+        return {"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": path}
+    pointer = lfs_pointer(data)
+    return {
+        "type": "file",
+        "oid": git_blob_oid(pointer),
+        "size": len(data),
+        "path": path,
+        "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer)},
+    }
 
 
 # ----------------------------------------------------------------------------------------------- the double
@@ -56,6 +85,10 @@ class Recorded:
             return f"{self.method} create"
         if self.path.startswith("/api/validate-yaml"):
             return f"{self.method} validate-yaml"
+        if self.path.endswith(".git/info/lfs/objects/batch"):
+            return f"{self.method} lfs-batch"
+        if self.path.startswith(("/lfs-storage/", "/lfs-verify/")):
+            return f"{self.method} {self.path.split('/')[1]}"
         m = re.match(r"/api/datasets/[^/]+/[^/]+/([a-z-]+)", self.path)
         return f"{self.method} {m.group(1) if m else self.path}"
 
@@ -78,6 +111,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[Recorded] = []
         self.fail: dict[str, list[int]] = {}
+        self.lfs: dict[str, bytes] = {}  # LFS storage: content by sha256
         self.fail_after_apply: dict[str, list[int]] = {}
         self.lock = threading.Lock()
         self.url = ""
@@ -138,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(hub.fail_after_apply[rec.route].pop(0), {"error": "injected after apply"})
         self._reply(status, answer, headers)
 
-    do_GET = do_POST = do_HEAD = _handle
+    do_GET = do_POST = do_HEAD = do_PUT = _handle
 
     def _dispatch(self, rec: Recorded) -> tuple[int, object, dict[str, str]]:
         hub = self.hub
@@ -155,6 +189,31 @@ class Handler(BaseHTTPRequestHandler):
             meta = huggingface_hub.DatasetCard(content).data.to_dict()
             errors = [] if meta.get("configs") else [{"message": "no configs"}]
             return (400 if errors else 200), {"errors": errors, "warnings": []}, {}
+        if rec.route == "POST lfs-batch":
+            req = json.loads(rec.body)
+            if req.get("operation") != "upload" or "basic" not in req.get("transfers", []):
+                return 400, {"message": "only basic uploads"}, {}
+            objects = []
+            for obj in req["objects"]:
+                entry: dict[str, object] = {"oid": obj["oid"], "size": obj["size"]}
+                if obj["oid"] not in hub.lfs:  # content the storage already holds is not uploaded again
+                    entry["actions"] = {
+                        "upload": {"href": f"{hub.url}/lfs-storage/{obj['oid']}"},
+                        "verify": {"href": f"{hub.url}/lfs-verify/{obj['oid']}"},
+                    }
+                objects.append(entry)
+            return 200, {"transfer": "basic", "objects": objects}, {}
+        if rec.route == "PUT lfs-storage":
+            oid = rec.path.rsplit("/", 1)[1]
+            if hashlib.sha256(rec.body).hexdigest() != oid:
+                return 400, {"error": "content does not match its oid"}, {}
+            hub.lfs[oid] = rec.body
+            return 200, {}, {}
+        if rec.route == "POST lfs-verify":
+            req = json.loads(rec.body)
+            stored = hub.lfs.get(req["oid"])
+            ok = stored is not None and len(stored) == req["size"]
+            return (200, {}, {}) if ok else (404, {"error": "object not stored"}, {})
         m = re.match(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", rec.path)
         if m:  # file downloads, as `datasets.load_dataset` does them: HEAD for metadata, then GET
             repo = hub.repos.get(m.group(1))
@@ -162,6 +221,18 @@ class Handler(BaseHTTPRequestHandler):
             if oid is None or m.group(3) not in repo.commits[oid]:
                 return 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"}
             data = repo.commits[oid][m.group(3)]
+            if is_lfs(m.group(3)):  # as the Hub: the sha256 is the LFS file's etag
+                sha = hashlib.sha256(data).hexdigest()
+                return (
+                    200,
+                    data,
+                    {
+                        "X-Repo-Commit": oid,
+                        "ETag": f'"{sha}"',
+                        "X-Linked-Etag": f'"{sha}"',
+                        "X-Linked-Size": str(len(data)),
+                    },
+                )
             return 200, data, {"X-Repo-Commit": oid, "ETag": f'"{git_blob_oid(data)}"'}
         m = re.match(r"/api/datasets/([^/]+/[^/]+)/([a-z-]+)(?:/([^/]+))?(?:/(.*))?$", rec.path)
         if not m or m.group(1) not in hub.repos:
@@ -198,25 +269,14 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "paths-info":
             wanted = parse_qs(rec.body.decode()).get("paths", [])
             files = repo.commits[oid]
-            return (
-                200,
-                [
-                    {"type": "file", "oid": git_blob_oid(files[p]), "size": len(files[p]), "path": p}
-                    for p in wanted
-                    if p in files
-                ],
-                {},
-            )
+            return 200, [tree_entry(p, files[p]) for p in wanted if p in files], {}
         if kind == "tree":
             files = repo.commits[oid]
             dirs = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
             return (
                 200,
                 [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d} for d in dirs]
-                + [
-                    {"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": p}
-                    for p, data in sorted(files.items())
-                ],
+                + [tree_entry(p, data) for p, data in sorted(files.items())],
                 {},
             )
         if kind == "preupload":
@@ -227,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
                     "files": [
                         {
                             "path": f["path"],
-                            "uploadMode": "regular",
+                            "uploadMode": "lfs" if is_lfs(f["path"]) else "regular",
                             "shouldIgnore": False,
                             "oid": git_blob_oid(files[f["path"]]) if f["path"] in files else None,
                         }
@@ -245,6 +305,12 @@ class Handler(BaseHTTPRequestHandler):
             for line in lines[1:]:
                 if line["key"] == "file":
                     files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+                elif line["key"] == "lfsFile":  # content uploaded to the LFS storage before the commit
+                    value = line["value"]
+                    stored = hub.lfs.get(value["oid"])
+                    if value.get("algo") != "sha256" or stored is None or len(stored) != value["size"]:
+                        return 400, {"error": f"LFS object of {value['path']} was not uploaded"}, {}
+                    files[value["path"]] = stored
                 elif line["key"] == "deletedFile":
                     files.pop(line["value"]["path"])
                 else:
@@ -286,6 +352,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     thread.start()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the LFS protocol, not Xet
     monkeypatch.setenv("HF_ENDPOINT", state.url)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -320,21 +387,31 @@ def _push(pub, **kwargs):
 def test_first_publish_is_one_commit_of_the_shared_operations_then_a_tag(hub: FakeHub, pub, tmp_path: Path):
     result = _push(pub, tag="v0.1.0")
 
-    assert hub.routes() == [
+    routes = hub.routes()
+    lfs_files = [path for path, _ in pub.operations() if is_lfs(path)]
+    assert any(path.endswith(".parquet") for path in lfs_files)
+    # Parquet and PNG files go through LFS, as on the Hub: one batch call, an upload and a verify per file
+    storage = [r for r in routes if r in ("PUT lfs-storage", "POST lfs-verify")]
+    assert [r for r in routes if r not in storage] == [
         "POST create",
         "GET refs",
         "GET tree",
         "POST validate-yaml",
         "POST preupload",
+        "POST lfs-batch",
         "POST commit",
         "POST tag",
     ]
+    assert storage.count("PUT lfs-storage") == storage.count("POST lfs-verify") == len(lfs_files)
+    assert routes.index("POST commit") > max(i for i, r in enumerate(routes) if r in storage)
     (commit,) = hub.commits()
     lines = [json.loads(line) for line in commit.body.splitlines()]
     assert lines[0]["key"] == "header" and pub.fingerprint in lines[0]["value"]["summary"]
-    sent = {line["value"]["path"]: base64.b64decode(line["value"]["content"]) for line in lines[1:]}
+    regular = {ln["value"]["path"]: base64.b64decode(ln["value"]["content"]) for ln in lines[1:] if ln["key"] == "file"}
+    lfs = {ln["value"]["path"]: hub.lfs[ln["value"]["oid"]] for ln in lines[1:] if ln["key"] == "lfsFile"}
+    assert sorted(lfs) == sorted(lfs_files) and not any(is_lfs(path) for path in regular)
     # The commit carries exactly the publication's operations, byte for byte, and nothing else.
-    assert sent == dict(pub.operations())
+    assert {**regular, **lfs} == dict(pub.operations())
     assert commit.headers["content-type"] == "application/x-ndjson"
     assert result.commit == hub.repos[REPO].branches["main"] == hub.repos[REPO].tags["v0.1.0"]
     assert result.tag_created and not result.no_op
@@ -345,8 +422,11 @@ def test_first_publish_is_one_commit_of_the_shared_operations_then_a_tag(hub: Fa
     on_disk = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
     remote = hub.tree(REPO, "v0.1.0")
     assert on_disk == {p: d for p, d in remote.items() if p != ".gitattributes"}
-    # The token travels in the Authorization header only, and is in no published file.
-    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.requests)
+    # The token travels in the Authorization header of Hub API calls only (never to the LFS storage URL), and is in
+    # no published file.
+    api = [r for r in hub.requests if r.route != "PUT lfs-storage"]
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in api)
+    assert not any("authorization" in r.headers for r in hub.requests if r.route == "PUT lfs-storage")
     assert not any(TOKEN.encode() in data for data in remote.values())
     hf_home = Path(os.environ["HF_HOME"])
     assert not any(TOKEN.encode() in p.read_bytes() for p in hf_home.rglob("*") if p.is_file())
