@@ -145,11 +145,14 @@ def _digits(lit: str) -> str:
     return re.sub(r"\{,\}|[,  ]", "", lit)  # thousands separators: "1,000", "1{,}000", "1 000"
 
 
-def _tokenize(text: str, deadline: float = float("inf")) -> list[_Tok]:
-    """Tokens of a step with spans into it; LaTeX spacing, ``$`` and ``\\left`` vanish. Stops at ``deadline``."""
+def _tokenize(text: str, deadline: float = float("inf"), max_tokens: int | None = None) -> list[_Tok]:
+    """Tokens of a step with spans into it; LaTeX spacing, ``$`` and ``\\left`` vanish. Stops after ``max_tokens``
+    tokens (a deterministic budget) or at ``deadline``."""
     toks: list[_Tok] = []
     note, n_notes, prev_end = -1, 0, -1
     for m in _TOKEN_RE.finditer(text):
+        if max_tokens is not None and len(toks) >= max_tokens:
+            break
         if len(toks) % 256 == 255 and time.monotonic() > deadline:
             break
         kind, s, e, t = m.lastgroup, m.start(), m.end(), m.group(0)
@@ -443,9 +446,11 @@ def _parse(toks: list[_Tok], raw: bool = False) -> tuple[sympy.Expr, int]:
     return p.parse(), p.ops
 
 
-def _streams(text: str, deadline: float = float("inf")) -> list[tuple[list[_Tok], int, tuple[int, int] | None]]:
+def _streams(
+    text: str, deadline: float = float("inf"), max_tokens: int | None = None
+) -> list[tuple[list[_Tok], int, tuple[int, int] | None]]:
     """(tokens, note index or -1, echo span) for the visible text, where notes are transparent, and each note."""
-    toks = _tokenize(text, deadline)
+    toks = _tokenize(text, deadline, max_tokens)
     out: list[tuple[list[_Tok], int, tuple[int, int] | None]] = [
         (_words_to_ops([t for t in toks if t.note < 0]), -1, None)
     ]

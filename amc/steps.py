@@ -7,8 +7,11 @@ alike. ``claims`` finds the equations a step states between numbers ("3 * 4 = 12
 
 It errs towards silence: an equation touching a variable ("2x + 3 = 7"), a word it cannot read, or an expression
 too big to evaluate cheaply (huge powers, factorials) is no claim at all, because a false alarm costs more than a
-miss when the checker labels or filters data. Evaluation is bounded by cheap guards and a cooperative deadline,
-never by signals, so it is safe in threads.
+miss when the checker labels or filters data. Evaluation is bounded by cheap guards and by deterministic budgets
+(at most ``MAX_STEP_TOKENS`` tokens read and ``MAX_EQUATIONS`` equations judged per step), never by the clock, so
+a step gets the same claims on an idle machine and on a loaded one; no signals, so it is safe in threads. A
+wall-clock guard remains as a last resort only: a step that outlives it raises :class:`CheckTimeout` instead of
+returning fewer claims.
 
 >>> [c.true for c in claims("She pays 3 x $4.50 = $13.50, then 13.50 + 2 = 16.")]
 [True, False]
@@ -109,6 +112,9 @@ _FUNCS = {
 }
 _ARITH = {"NUM", "OP", "LP", "RP", "FACT", "FRAC", "SQRT", "SUP"}
 _MAX_RUN = 120  # tokens on one side of "=": longer runs are not hand-written arithmetic
+MAX_STEP_TOKENS = 4096  # tokens read per step (a step is one line; real ones have well under 200)
+MAX_EQUATIONS = 256  # "=" signs judged per token stream of a step
+LAST_RESORT_S = 30.0  # wall-clock guard of one step's check; the budgets above keep every step far below it
 
 
 @dataclass(frozen=True)
@@ -203,8 +209,7 @@ def _left_side(stream: list[_Tok], e: int, deadline: float) -> list[_Tok] | None
         return None
     left = stream[j:e]
     for s in range(len(left)):
-        if time.monotonic() > deadline:
-            return None
+        _guard(deadline)
         try:
             ops = _parse(left[s:])[1]
             break
@@ -350,11 +355,14 @@ def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim
     freely ("x = -1 or x = 1"), so a name needs a word of three letters or more."""
     found: list[Claim] = []
     named: dict[tuple[str, ...], list[_Tok]] = {}
+    equations = 0
     for e, t in enumerate(stream):
-        if time.monotonic() > deadline:
-            break
+        _guard(deadline)
         if t.kind != "EQ":
             continue
+        equations += 1
+        if equations > MAX_EQUATIONS:  # a deterministic budget: the rest of an absurd step is not judged
+            break
         left, got = _left_side(stream, e, deadline), _right_side(stream, e)
         if got is not None and left is not None:
             if (c := _judge(text, left, *got)) is not None:
@@ -385,19 +393,28 @@ def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim
     return found
 
 
-def claims(step: str, timeout: float = 1.0) -> list[Claim]:
+class CheckTimeout(RuntimeError):
+    """A step outlived the wall-clock guard of :func:`claims` (a last resort the budgets should never reach)."""
+
+
+def _guard(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise CheckTimeout("a step's arithmetic check outlived its wall-clock guard")
+
+
+def claims(step: str, timeout: float = LAST_RESORT_S) -> list[Claim]:
     """The arithmetic equations ``step`` states, in order (visible text first, then calculator notes).
 
-    Checking stops after ``timeout`` seconds (a cooperative deadline, no signals): an absurd step loses its
-    remaining claims rather than hanging the caller.
+    What is checked is fixed by budgets, not by time: the first ``MAX_STEP_TOKENS`` tokens of the step and its
+    first ``MAX_EQUATIONS`` equations per stream; an absurd step loses the rest, the same way on every machine.
+    ``timeout`` is a last-resort wall-clock guard: past it, :class:`CheckTimeout` is raised (never fewer claims).
 
     >>> [(c.expr, c.result, c.true) for c in claims("20% of 50 = 10, and 10/3 = 3.33")]
     [('20% of 50', '10', True), ('10/3', '3.33', True)]
     """
-    start = time.monotonic()
-    deadline = start + timeout
+    deadline = time.monotonic() + timeout
     found: list[Claim] = []
-    for stream, note, echo in _streams(step, start + timeout / 2):  # half the time at most for reading tokens
+    for stream, note, echo in _streams(step, max_tokens=MAX_STEP_TOKENS):
         for c in _stream_claims(stream, step, deadline):
             found.append(c if note < 0 else replace(c, in_note=True, echo_span=echo))
     return found
@@ -431,7 +448,7 @@ def evaluate(expr: str, percent_as_number: bool = False) -> sympy.Expr | None:
         return None
 
 
-def first_false_arithmetic(steps: list[str], timeout_per_step: float = 1.0) -> int | None:
+def first_false_arithmetic(steps: list[str], timeout_per_step: float = LAST_RESORT_S) -> int | None:
     """Index of the first step stating a false arithmetic equation (e.g. "3 * 15 = 35"); ``None`` if none does.
 
     >>> first_false_arithmetic(["2 + 2 = 4", "4 * 3 = 13", "13 - 1 = 11"])
