@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amc.errors import ConfigError
 from amc.loopconfig import LoopConfig, SelftrainConfig
+from amc.trainconfig import TrainConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -434,6 +435,7 @@ class PipelineConfig(Strict):
     stages: Stages = Field(default_factory=Stages)
     loop: LoopConfig = Field(default_factory=LoopConfig, description="`amc loop`: critique-in-the-loop at test time.")
     selftrain: SelftrainConfig = Field(default_factory=SelftrainConfig, description="`amc selftrain`.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="`amc train critic|actor` settings.")
 
     @model_validator(mode="before")
     @classmethod

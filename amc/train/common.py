@@ -1,0 +1,141 @@
+"""What SFT and GRPO share: the model name, dtype, LoRA, quiet mode, checkpoints, saving (merged or not), the record.
+
+``amc_train.json`` beside every trained model ties it to its settings, its data (version and fingerprint of a
+publication, the filter stage's fingerprint of a run directory, a file's hash) and the library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from amc.errors import AmcError
+
+TRAIN_RECORD = "amc_train.json"
+
+
+def resolve_base_model(model: str) -> str:
+    """A named model (``smollm2-135m-instruct``, ``tiny-llama``) becomes its local folder; a mistyped local folder
+    fails here with its name, not deep inside transformers as a bad repo id."""
+    from amc.models import resolve_model
+
+    resolved = resolve_model(model)
+    if not Path(resolved).exists() and (resolved.startswith((".", "/", "~")) or resolved.count("/") > 1):
+        raise AmcError(f"{model}: no such model folder, and not a Hub model id (ORG/NAME)")
+    return resolved
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto``: bfloat16 on a GPU that has it, else float32 (CPUs train in float32)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def lora_config(settings: Any):
+    """peft's LoraConfig from the settings' lora_* fields."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """Hide the progress bars of datasets, transformers and huggingface_hub (``-q``); show them again otherwise."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    import transformers
+
+    if quiet:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        hub_utils.disable_progress_bars()
+        transformers.utils.logging.set_verbosity_error()
+    else:
+        datasets.enable_progress_bars()
+        transformers.utils.logging.enable_progress_bar()
+        hub_utils.enable_progress_bars()
+
+
+def checkpoint_args(settings: Any) -> dict[str, Any]:
+    """TrainingArguments for checkpoints: every ``save_steps`` steps into ``output_dir/checkpoint-N``, or none."""
+    if settings.save_steps is None:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": settings.save_steps, "save_total_limit": settings.save_total_limit}
+
+
+def last_checkpoint(settings: Any) -> str | None:
+    """The newest checkpoint folder of ``output_dir`` when resuming is asked for and one exists."""
+    if not settings.resume or not Path(settings.output_dir).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(settings.output_dir))
+
+
+def checkpointing_kwarg(config_cls: type, on: bool) -> dict[str, bool]:
+    """TRL configs turn activation checkpointing on by default; transformers 5 renamed it (the old name warns)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
+def save_model(trainer: Any, out: Path, *, lora: bool, merge: bool) -> str:
+    """Save the model and tokenizer; a LoRA run saves its adapter, or with ``merge`` the merged full model.
+    Returns what was saved: 'model', 'lora adapter' or 'merged model'."""
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.processing_class.save_pretrained(str(out))
+    if lora and merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out))
+        return "merged model"
+    trainer.save_model(str(out))
+    return "lora adapter" if lora else "model"
+
+
+def library_versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    import amc
+
+    out: dict[str, str | None] = {"amc": amc.__version__}
+    for pkg in ("trl", "transformers", "torch", "peft", "datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def finite_or_none(x: Any) -> Any:
+    """NaN is not JSON: a diverged value is recorded as null rather than as a file json.loads rejects."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, list | tuple):
+        return [finite_or_none(v) for v in x]
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    return x
+
+
+def write_record(out: Path, settings: Any, dataset: dict[str, Any], result: dict[str, Any]) -> Path:
+    """``amc_train.json``: settings, dataset identity, library versions and the result."""
+    record = {
+        "settings": settings.model_dump(mode="json"),
+        "dataset": dataset,
+        "versions": library_versions(),
+        "result": finite_or_none(result),
+    }
+    path = out / TRAIN_RECORD
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
