@@ -181,7 +181,13 @@ class ModelConfig(Strict):
         differ from their defaults count, so a setting added later leaves existing cache keys as they were."""
         data = self.model_dump(exclude={"engine", "model", "revision"} | OPERATIONAL_FIELDS)
         defaults = ModelConfig(engine=self.engine).model_dump()
-        return {k: v for k, v in data.items() if v != defaults.get(k)}
+        found = {k: v for k, v in data.items() if v != defaults.get(k)}
+        if self.engine in ("vllm", "transformers"):
+            from amc.models import is_named, model_key
+
+            if is_named(self.model):  # a named model's weights change with its package version: so does the key
+                found["weights"] = model_key(self.model)
+        return found
 
 
 class Models(Strict):

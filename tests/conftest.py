@@ -15,6 +15,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TMPDIR", str(_TMP))
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Named models (amc.models) build into this cache; CI points it at one folder per run so SmolLM2 converts once.
+os.environ.setdefault("AMC_CACHE_DIR", str(_TMP / "amc_cache"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -97,14 +97,17 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from amc.models import resolve_model
+
         self.cfg = cfg
         self.model = cfg.model
         self.revision = cfg.revision
         self.device = torch.device(cfg.device)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(cfg.model, revision=cfg.revision)
+        source = resolve_model(cfg.model)  # a named model (smollm2-135m-instruct) becomes its folder
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(source, revision=cfg.revision)
         self.tokenizer.padding_side = "left"
         dtype: Any = "auto" if cfg.dtype == "auto" else getattr(torch, _DTYPES.get(cfg.dtype, cfg.dtype))
-        lm: Any = AutoModelForCausalLM.from_pretrained(cfg.model, revision=cfg.revision, dtype=dtype)
+        lm: Any = AutoModelForCausalLM.from_pretrained(source, revision=cfg.revision, dtype=dtype)
         self._lm: Any = lm.to(self.device).eval()
         eos = self._lm.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

@@ -83,11 +83,13 @@ class VLLMBackend:
     def __init__(self, cfg: ModelConfig):
         from vllm import LLM
 
+        from amc.models import resolve_model
+
         self.cfg = cfg
         self.model = cfg.model
         self.revision = cfg.revision
         kwargs: dict[str, Any] = {
-            "model": cfg.model,
+            "model": resolve_model(cfg.model),  # a named model (smollm2-135m-instruct) becomes its folder
             "revision": cfg.revision,
             "tensor_parallel_size": cfg.tensor_parallel_size,
             "gpu_memory_utilization": cfg.gpu_memory_utilization,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from amc.cli import build, clean, evaluate, loop, publish, schema, train, view  # noqa: F401  (registers the commands)
+from amc.cli import build, clean, evaluate, loop, models, publish, schema, train, view  # noqa: F401  (registers the commands)
 from amc.cli.common import app
 
 __all__ = ["app", "main"]

@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from amc.errors import AmcError
 
@@ -27,7 +28,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key:
 
 def fail(exc: Exception | str) -> NoReturn:
     """Print one red error line and exit 2 (never a traceback for an expected error)."""
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # escaped: an error text is not markup ("pip install 'amc[smollm2]'" lost its "[smollm2]")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=2)
 
 
