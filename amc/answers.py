@@ -4,8 +4,13 @@ Two verbs, like Math-Verify. ``verify`` answers plain numbers itself (most GSM8K
 ``"18 dollars"`` vs ``"18"``) and sends everything else to math-verify. math-verify times out with
 ``signal.alarm``, which only works in a main thread and cannot interrupt long C-level big-integer work, so it runs
 in a small pool of forked worker processes that send back bools only; a worker that overruns its deadline is
-killed and the pool recreated. A pathological answer (``9^{9^{9^9}}``, ``(10^{100000})!``) therefore costs about
-``timeout`` seconds and comes back ``False``; it never hangs the caller.
+killed and the pool recreated.
+
+Whether an answer is graded depends on its text only, never on the machine's load: :func:`too_costly` refuses, by
+deterministic size and structure budgets, what math-verify could not decide cheaply (a power tower ``9^{9^{9^9}}``,
+an exponent or a factorial argument of five digits and more, ``(10^{100000})!``, a text over ``MAX_ANSWER_CHARS``);
+such a pair is ``False`` on every machine. The ``timeout`` stays as a last-resort guard only, for what these
+budgets do not foresee; it never hangs the caller.
 
 >>> extract("so she pays 3 * 6 = 18 dollars. The answer is $18.")
 '18'
@@ -351,6 +356,31 @@ def _run_batch(pairs: list[tuple[str, str]], timeout: float, workers: int) -> li
     return [bool(r) for r in results]
 
 
+# ----------------------------------------------------------------------------------------------- budgets
+MAX_ANSWER_CHARS = 512  # a final answer longer than this is not graded (it is no final answer)
+_NESTED_POWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?\s*[\w.]+\s*\^|\*\*[^*]*\*\*")
+_BIG_EXPONENT = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[+]?\d{5,}")
+_BIG_FACTORIAL = re.compile(r"(?:\d{5,}|[)}])\s*!")
+_BIG_SUM_BOUND = re.compile(r"\\(?:sum|prod)\s*_\s*\{[^{}]*\}\s*\^\s*\{?[^{}]*(?:\^|\d{5,})")
+
+
+def too_costly(text: str) -> bool:
+    """Whether an answer's text is beyond the grading budget, decided from the text alone (so on every machine
+    alike): too long, a power tower, an exponent or factorial argument of five digits or more, a factorial of an
+    expression, a sum or product with a huge bound.
+
+    >>> too_costly("9^{9^{9^{9}}}"), too_costly("(10^{100000})!"), too_costly("2^{10}"), too_costly("5!")
+    (True, True, False, False)
+    """
+    return (
+        len(text) > MAX_ANSWER_CHARS
+        or bool(_NESTED_POWER.search(text))
+        or bool(_BIG_EXPONENT.search(text))
+        or bool(_BIG_FACTORIAL.search(text))
+        or bool(_BIG_SUM_BOUND.search(text))
+    )
+
+
 # ----------------------------------------------------------------------------------------------- verify
 
 
@@ -381,6 +411,8 @@ def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, worke
             continue
         # Identical answers agree even where math-verify cannot parse them ("\\text{(C)}").
         fast = True if str(gold).strip() == str(pred).strip() else _fast_verdict(str(gold), str(pred))
+        if fast is None and (too_costly(str(gold)) or too_costly(str(pred))):
+            fast = False  # beyond the grading budget: decided by the text, not by how long math-verify would take
         if fast is None:
             slow.append(i)
         else:
