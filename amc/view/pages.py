@@ -24,6 +24,8 @@ main{padding:12px 16px;max-width:1280px}h1{font-size:22px;margin:6px 0}h2{font-s
 table{border-collapse:collapse;background:#fff;margin:6px 0 14px}
 th,td{border:1px solid #dadce0;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f1f3f4}td.num{text-align:right}a.rowlink{white-space:nowrap}
+#rows{width:100%;font-size:13px}#rows td{white-space:nowrap}#rows td.q{white-space:normal;min-width:300px}
+.qline{color:#5f6368;font-size:12px}
 .badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;border:1px solid #bbb}
 .st-kept{background:#e6f4ea;border-color:#1e8e3e}.st-dropped{background:#fef7e0;border-color:#f9ab00}
 .st-rejected{background:#fce8e6;border-color:#d93025}
@@ -193,17 +195,17 @@ def rows_page(src: ViewSource, query: Query, offset: int, limit: int) -> str:
         f"</label><button type=submit id=apply>Apply</button></form>"
     )
     head = (
-        "<table id=rows><tr><th>id</th><th>stage</th><th>status</th><th>strategy</th><th>error type</th>"
-        "<th>difficulty</th><th>verdict</th><th>reason</th><th>question / detail</th></tr>"
+        "<table id=rows><tr><th>id and question (or detail)</th><th>stage</th><th>status</th><th>strategy</th>"
+        "<th>error type</th><th>difficulty</th><th>verdict</th><th>reason</th></tr>"
     )
     body = []
     for r in entries:
-        question = (r["question"] or "")[:140]
+        question = (r["question"] or "")[:160]
         body.append(
-            f"<tr><td><a class=rowlink href='{row_link(r)}'>{e(r['id'])}</a></td><td>{e(r['stage'])}</td>"
-            f"<td>{status_badge(r['status'])}</td><td>{e(r['strategy'])}</td><td>{e(r['error_type'])}</td>"
-            f"<td>{e(r['difficulty'])}</td><td>{e(r['verdict'])}</td><td>{e(r['reason'])}</td>"
-            f"<td>{e(question)}</td></tr>"
+            f"<tr><td class=q><a class=rowlink href='{row_link(r)}'>{e(r['id'])}</a><div class=qline>{e(question)}"
+            f"</div></td><td>{e(r['stage'])}</td><td>{status_badge(r['status'])}</td><td>{e(r['strategy'])}</td>"
+            f"<td>{e(r['error_type'])}</td><td>{e(r['difficulty'])}</td><td>{e(r['verdict'])}</td>"
+            f"<td>{e(r['reason'])}</td></tr>"
         )
     last = min(total, offset + limit)
     pager = [f"<p id=pager>rows {offset + 1 if total else 0}-{last} of <span id=total>{total}</span> "]
