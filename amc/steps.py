@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import sympy
 
 from amc._arith import _Invalid, _parse, _Refused, _streams, _Tok, _tokenize
+from amc.errors import AmcError
 
 __all__ = [
     "split",
@@ -393,13 +394,16 @@ def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim
     return found
 
 
-class CheckTimeout(RuntimeError):
-    """A step outlived the wall-clock guard of :func:`claims` (a last resort the budgets should never reach)."""
+class CheckTimeout(AmcError):
+    """A step outlived the wall-clock guard of :func:`claims` (a last resort the budgets should never reach): one
+    line, never fewer claims."""
 
 
 def _guard(deadline: float) -> None:
     if time.monotonic() > deadline:
-        raise CheckTimeout("a step's arithmetic check outlived its wall-clock guard")
+        raise CheckTimeout(
+            f"the arithmetic check of a step outlived its {LAST_RESORT_S:.0f} s guard; please report the step as a bug"
+        )
 
 
 def claims(step: str, timeout: float = LAST_RESORT_S) -> list[Claim]:
