@@ -146,6 +146,23 @@ def test_local_copies_name_their_dataset_and_never_a_path(cfg, shared_data):
     assert public_location("my-org/my-data") == "my-org/my-data"
 
 
+def test_the_sample_row_never_shows_a_local_path(cfg, run, shared_data):
+    from amc.publish.card import render_card
+
+    local = str(shared_data / "gsm8k" / "test.jsonl")
+    text = render_card(
+        run=run,
+        options=ExportOptions(),
+        splits={"paths": {"train": 1}},
+        columns={},
+        dists=[],
+        sample={"id": "gsm8k-test-00000", "source": local, "steps": ["1+1=2"]},
+        fingerprint="f",
+    )
+    assert local not in text and str(shared_data) not in text
+    assert '"source": "local copy of openai/gsm8k (test.jsonl)"' in text
+
+
 def test_the_config_is_shown_as_written(cfg, card):
     shown = public_config(cfg)
     assert shown["stages"]["filter"]["k"] == 1 and shown["source"]["count"] == 24  # --set overrides
