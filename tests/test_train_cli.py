@@ -247,3 +247,10 @@ def test_grpo_refuses_the_actor_and_a_bad_group(run, tmp_path):
         "6",
     )
     assert result.exit_code == 2 and "multiple of grpo.num_generations" in result.output
+
+
+def test_max_length_is_capped_at_the_model_context(tiny):
+    from amc.train.common import fit_max_length
+
+    assert fit_max_length(str(tiny), 4096) == 1024 and fit_max_length(str(tiny), 100) == 100
+    assert fit_max_length(str(tiny), None) == 1024

@@ -27,6 +27,20 @@ def resolve_base_model(model: str) -> str:
     return resolved
 
 
+def fit_max_length(model: str, max_length: int | None, revision: str | None = None) -> int | None:
+    """``max_length`` capped at the model's context (``max_position_embeddings``): longer sequences would index
+    past its position table (tiny-llama has 512 positions, the default max_length is 2048)."""
+    from transformers import AutoConfig
+
+    try:
+        context = getattr(AutoConfig.from_pretrained(model, revision=revision), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        return max_length
+    if context is None:
+        return max_length
+    return context if max_length is None else min(max_length, int(context))
+
+
 def resolve_dtype(dtype: str) -> str:
     """``auto``: bfloat16 on a GPU that has it, else float32 (CPUs train in float32)."""
     if dtype != "auto":

@@ -25,6 +25,7 @@ from amc.train.common import (
     TRAIN_RECORD,
     checkpoint_args,
     checkpointing_kwarg,
+    fit_max_length,
     last_checkpoint,
     lora_config,
     quiet_libraries,
@@ -80,7 +81,7 @@ class TrainResult:
 def train_sft(settings: SFTSettings) -> TrainResult:
     """Fine-tune ``settings.model`` on the completions of prompt/completion rows; save, record and report it."""
     quiet_libraries(not settings.show_progress)
-    settings = settings.model_copy(update={"model": resolve_base_model(settings.model)})
+    settings = _resolved(settings)
     train, test, identity = _datasets(settings)
     trainer = _trainer(settings, train, test)
     lengths = _length_check(trainer.processing_class, train, settings.max_length)
@@ -125,9 +126,17 @@ def build_trainer(settings: SFTSettings):
     :func:`train_sft` is this plus ``train()``, ``evaluate()``, saving, the record and the report; use it directly
     to inspect the prepared data (``trainer.train_dataset`` holds ``input_ids`` and ``labels``) or add callbacks.
     """
-    settings = settings.model_copy(update={"model": resolve_base_model(settings.model)})
+    settings = _resolved(settings)
     train, test, _ = _datasets(settings)
     return _trainer(settings, train, test)
+
+
+def _resolved(settings: SFTSettings) -> SFTSettings:
+    """A named model as its folder, and max_length within the model's context."""
+    model = resolve_base_model(settings.model)
+    return settings.model_copy(
+        update={"model": model, "max_length": fit_max_length(model, settings.max_length, settings.model_revision)}
+    )
 
 
 def _trainer(settings: SFTSettings, train, test):
@@ -248,6 +257,7 @@ def _report(out: Path, settings: SFTSettings, result: TrainResult, history: list
         "trained examples": result.trained_examples,
         "dropped": result.dropped or {"none": 0},
         "truncated (kept, completion cut at max_length)": result.truncated,
+        "max length": settings.max_length,
         "tokens seen (no padding)": result.tokens_seen,
         "completion tokens per epoch": result.completion_tokens,
         "train loss (mean)": round(result.train_loss, 4),
