@@ -161,6 +161,8 @@ def test_reject_rows_show_their_reason(run_cfg, server):
 
 def test_unknown_pages_and_writes_are_refused(server):
     assert _get(server.url + "row?id=nope")[0] == 404
+    status, page = _get(server.url + "row?id=%3Cscript%3Ex%3C/script%3E")
+    assert status == 404 and "<script>x" not in page and "&lt;script&gt;x" in page
     assert _get(server.url + "etc/passwd")[0] == 404
     request = urllib.request.Request(server.url + "rows", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as err:
@@ -264,6 +266,25 @@ def test_the_command_serves_on_loopback_and_says_where(run_cfg):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_shard_replaced_after_startup_gives_an_error_page(run_cfg, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_cfg.run_path, run, ignore=shutil.ignore_patterns("cache.sqlite", ".lock"))
+    src = ViewSource(run)
+    entry = src.entry(src.locate(_records(run / "filter" / "dropped", FilterDecision)[-1].id, "filter", "dropped"))
+    shard = src.parts[entry["file"]].path
+    shard.write_bytes(b"not parquet any more")
+    server, _ = start(src)
+    try:
+        query = urllib.parse.urlencode({"id": entry["id"], "stage": "filter", "part": "dropped"})
+        status, page = _get(server.url + "row?" + query)
+        assert status == 500 and "restart amc view" in page
+        assert _get(server.url + "rows")[0] == 200  # the rest still works
+    finally:
+        server.shutdown()
 
 
 def test_a_busy_port_is_a_clear_error(run_cfg):

@@ -6,11 +6,15 @@ its own pages and the source's plot images.
 
 from __future__ import annotations
 
+import html
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import pyarrow as pa
+
+from amc.errors import AmcError
 from amc.view.index import Query
 from amc.view.pages import layout, overview_page, row_page, rows_page
 from amc.view.source import ViewSource
@@ -49,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, message: str) -> None:
-        page = layout(self.server.src, "error", f"<h1>{status}</h1><p id=error>{message}</p>")
+        page = layout(self.server.src, "error", f"<h1>{status}</h1><p id=error>{html.escape(message)}</p>")
         self._send(status, page.encode())
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -80,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.NOT_FOUND, "no such page")
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except (AmcError, OSError, pa.ArrowException) as exc:  # e.g. a shard rewritten by a build since startup
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{exc}; restart amc view to re-read the run")
 
     def do_POST(self) -> None:  # noqa: N802
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only", "text/plain")
