@@ -161,8 +161,12 @@ def _count_table(table, stage: str, column: str, label: str) -> str:
     )
     rows = []
     for value, by in data.items():
+        # "none" is a missing value: no filter selects it (except the verdict, which is never missing)
+        linkable = value != "none" or column == "verdict"
         cells = "".join(
             f"<td class=num><a href='{rows_link(stage=stage, status=s, **{column: value})}'>{by.get(s, 0)}</a></td>"
+            if linkable
+            else f"<td class=num>{by.get(s, 0)}</td>"
             for s in statuses
         )
         rows.append(f"<tr><td>{e(value)}</td>{cells}</tr>")
