@@ -116,3 +116,8 @@ class SelftrainConfig(_Strict):
     )
     sft: SelftrainSFT = Field(default_factory=SelftrainSFT)
     out: str | None = Field(default=None, description="Output folder; default <run_dir>/selftrain-<critic>.")
+    cache: str | None = Field(
+        default=None,
+        description="Request cache file; default <out>/cache.sqlite. Two arms run one after the other on one file "
+        "share what they have in common (the base model's test answers and first exploration).",
+    )

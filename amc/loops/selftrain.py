@@ -98,7 +98,7 @@ class SelfTrainer:
 
     def run(self) -> dict[str, Any]:
         """All iterations (resuming what is done); returns the summary."""
-        engines = Engines(self.folder / "cache.sqlite")
+        engines = Engines(Path(self.st.cache) if self.st.cache else self.folder / "cache.sqlite")
         try:
             rows = [self._evaluate(engines, 0, self.base)]
             model = self.base
