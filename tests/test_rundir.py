@@ -280,3 +280,33 @@ def test_a_key_in_api_key_env_is_never_echoed():
         load_config(QUICKSTART, [f"models.annotator.api_key_env={key}"])
     assert key not in str(info.value) and "abcdefghij" not in str(info.value)
     assert "environment variable" in str(info.value)
+
+
+def test_a_publish_cut_short_by_a_full_disk_is_resumed_without_deleting_by_hand(built, tmp_path, monkeypatch):
+    from amc.publish import ExportOptions, PublishError, build_publication, publish_local
+    from amc.publish import local as local_mod
+
+    run_dir, _ = built
+    pub = build_publication(_cfg(run_dir), ExportOptions(test_fraction=0.25))
+    real = local_mod.atomic_write_bytes
+    calls = {"n": 0}
+
+    def full_after_two(path, data):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.parent / f".{path.name}.x1.tmp").write_bytes(data[:10])  # what a cut write leaves
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(local_mod, "atomic_write_bytes", full_after_two)
+    out = tmp_path / "out"
+    with pytest.raises(PublishError, match="disk is full") as info:
+        publish_local(pub, out)
+    assert "\n" not in str(info.value) and any(out.rglob("*.parquet"))
+    monkeypatch.undo()
+    publish_local(pub, out)  # the same command, once there is space: resumed, not refused
+    clean = tmp_path / "clean"
+    publish_local(pub, clean)
+    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    assert files(out) == files(clean)

@@ -50,6 +50,16 @@ def _held_version(directory: Path) -> tuple[str | None, str | None] | None:
     return record.get("version"), record.get("fingerprint")
 
 
+PARTIAL_MARKER = ".amc_publish_partial"  # written before a first publish's data, removed when it is complete
+
+
+def _remove_tmp(directory: Path) -> None:
+    if directory.is_dir():
+        for p in directory.rglob(".*.tmp"):
+            if p.is_file() and (".parquet." in p.name or ".png." in p.name or ".json." in p.name or ".md." in p.name):
+                p.unlink()
+
+
 def _existing_files(directory: Path) -> list[str]:
     if not directory.is_dir():
         return []
@@ -67,8 +77,14 @@ def publish_local(pub: Publication, directory: str | Path, force: bool = False) 
     False
     """
     directory = Path(directory)
+    _remove_tmp(directory)  # what a publish killed mid-write left behind
+    # a first publish cut short (full disk, kill) leaves its marker and no version file yet: that folder is
+    # resumed, never refused (nobody should have to delete it by hand)
     if directory.is_file() or (
-        directory.is_dir() and any(directory.iterdir()) and not (directory / VERSION_FILE).is_file()
+        directory.is_dir()
+        and any(directory.iterdir())
+        and not (directory / VERSION_FILE).is_file()
+        and not (directory / PARTIAL_MARKER).is_file()
     ):
         raise PublishError(
             f"{directory} is not empty and holds no amc publication ({VERSION_FILE}); "
@@ -83,6 +99,8 @@ def publish_local(pub: Publication, directory: str | Path, force: bool = False) 
             f"--force to replace it"
         )
     result = LocalResult(directory, pub.fingerprint, previous_fingerprint(directory))
+    if not (directory / VERSION_FILE).is_file():
+        _write(directory / PARTIAL_MARKER, pub.fingerprint.encode())
     # Data first, then stale files out, then the card, and the version file last: a publish cut short leaves a
     # version file that does not match the data, and the next publish (which compares bytes) repairs the folder.
     ops = sorted(pub.operations(), key=lambda op: (op[0] in (CARD_FILE, VERSION_FILE), op[0] == VERSION_FILE))
@@ -99,6 +117,7 @@ def publish_local(pub: Publication, directory: str | Path, force: bool = False) 
             folder.rmdir()
     for path, data in (op for op in ops if op[0] in (CARD_FILE, VERSION_FILE)):
         _write_if_changed(directory, path, data, result)
+    (directory / PARTIAL_MARKER).unlink(missing_ok=True)
     return result
 
 
@@ -107,5 +126,15 @@ def _write_if_changed(directory: Path, path: str, data: bytes, result: LocalResu
     if target.is_file() and target.read_bytes() == data:
         result.unchanged.append(path)
         return
-    atomic_write_bytes(target, data)
+    _write(target, data)
     result.written.append(path)
+
+
+def _write(target: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        from amc.engine.rundir import os_error
+
+        message = str(os_error(exc, target)).replace("run the same command again", "publish again")
+        raise PublishError(f"{message}; the folder is resumed, never refused, by the next publish") from None
