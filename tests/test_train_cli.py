@@ -211,9 +211,13 @@ def test_grpo_with_the_sim_actor_writes_its_reward_log_and_a_loadable_model(run,
         "grpo.beta=0.1",
         "--set",
         "logging_steps=1",
+        "--lora",
+        "--merge",
+        "--set",
+        "lora_r=4",
     )
     assert result.exit_code == 0, result.output
-    assert "GRPO: 2 step(s)" in result.output
+    assert "GRPO: 2 step(s)" in result.output and "saved merged model" in result.output
     rows = [json.loads(line) for line in (out / "rewards.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["component"] for r in rows} == {"correction", "verdict", "first_error", "format"}
     assert {r["step"] for r in rows} == {1, 2}
@@ -225,6 +229,7 @@ def test_grpo_with_the_sim_actor_writes_its_reward_log_and_a_loadable_model(run,
     record = json.loads((out / "amc_train.json").read_text(encoding="utf-8"))
     assert record["settings"]["method"] == "grpo" and record["settings"]["grpo"]["actor"] == "sim"
     assert record["result"]["actor_requests"]["made"] + record["result"]["actor_requests"]["cached"] == 8
+    assert not (out / "adapter_config.json").exists()  # LoRA merged: a plain model folder
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
 
 
@@ -254,3 +259,19 @@ def test_max_length_is_capped_at_the_model_context(tiny):
 
     assert fit_max_length(str(tiny), 4096) == 1024 and fit_max_length(str(tiny), 100) == 100
     assert fit_max_length(str(tiny), None) == 1024
+
+
+def test_quiet_hides_the_progress_bars_of_datasets_transformers_and_the_hub():
+    import datasets
+    import huggingface_hub.utils as hub
+    import transformers
+
+    from amc.train.common import quiet_libraries
+
+    try:
+        quiet_libraries(True)
+        assert not datasets.is_progress_bar_enabled()
+        assert not transformers.utils.logging.is_progress_bar_enabled() and hub.are_progress_bars_disabled()
+    finally:
+        quiet_libraries(False)
+    assert datasets.is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()

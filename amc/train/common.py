@@ -78,6 +78,7 @@ def quiet_libraries(quiet: bool) -> None:
         datasets.enable_progress_bars()
         transformers.utils.logging.enable_progress_bar()
         hub_utils.enable_progress_bars()
+        transformers.utils.logging.set_verbosity_warning()
 
 
 def checkpoint_args(settings: Any) -> dict[str, Any]:
