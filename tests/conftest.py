@@ -15,6 +15,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TMPDIR", str(_TMP))
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["AMC_STRICT_PARSERS"] = "1"  # a crash of a critique parser fails the test instead of becoming a reject
 # Named models (amc.models) build into this cache; CI points it at one folder per run so SmolLM2 converts once.
 os.environ.setdefault("AMC_CACHE_DIR", str(_TMP / "amc_cache"))
 

@@ -337,10 +337,53 @@ _LINES = st.sampled_from(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(_LINES, st.text(max_size=40)), max_size=30).map("\n".join))
 def test_parsers_never_raise_on_generated_text(raw: str) -> None:
+    # AMC_STRICT_PARSERS=1 (conftest): a parser crash raises here instead of hiding as a failed parse
     for fmt in ("text", "json"):
         for steps in (None, STEPS):
             parsed = parse(raw, fmt, steps)  # type: ignore[arg-type]
-            assert (
-                parsed.status
-                == ("failed", "partial", "ok")[bool(parsed.step_verdicts) + (parsed.final_verdict is not None)]
-            )
+            assert parsed.status == "ok" or parsed.problems, "a parse that is not ok says why"
+            if steps is not None:
+                assert all(0 <= v.index < len(steps) for v in parsed.step_verdicts)
+
+
+def test_a_parser_crash_is_raised_in_tests_and_logged_in_production(monkeypatch, caplog) -> None:
+    import amc.critique_format as cf
+
+    def broken(*args, **kwargs):
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(cf, "_classify", broken)
+    raw = render_text(VERDICTS, False, "no")
+    with pytest.raises(IndexError, match="a bug"):
+        parse(raw, "text", STEPS)
+    monkeypatch.delenv("AMC_STRICT_PARSERS")
+    with caplog.at_level("ERROR", logger="amc.critique_format"):
+        parsed = parse(raw, "text", STEPS)
+    assert parsed.status == "failed" and parsed.problems[0] == "parser bug: IndexError: a bug"
+    assert "critique parser bug" in caplog.text and "IndexError" in caplog.text  # with its traceback
+
+
+# Words that are no label of either format, so any sequence of them is free text inside a critique.
+_WORDS = st.sampled_from(["the", "sum", "of", "12", "and", "30", "is", "42", "apples", "so", "we", "add", "=", "+"])
+_PHRASE = st.lists(_WORDS, min_size=1, max_size=8).map(" ".join)
+_VERDICTS = st.lists(
+    st.tuples(_PHRASE, st.booleans(), st.lists(_PHRASE, min_size=1, max_size=3).map("\n".join)),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda t: t[0],
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_VERDICTS, st.booleans(), _PHRASE, st.sampled_from(["text", "json"]), st.booleans())
+def test_render_then_parse_is_the_identity(verdicts, final, final_why, fmt, with_steps) -> None:
+    """Whatever verdicts a critique states, rendering and parsing it gives them back, on the right steps."""
+    given_verdicts = [StepVerdict(index=i, step=s, correct=c, explanation=e) for i, (s, c, e) in enumerate(verdicts)]
+    raw = (render_text if fmt == "text" else render_json)(given_verdicts, final, final_why)
+    steps = [s for s, _, _ in verdicts] if with_steps else None
+    parsed = parse(raw, fmt, steps)  # type: ignore[arg-type]
+    assert parsed.status == "ok" and parsed.problems == []
+    assert parsed.step_verdicts == given_verdicts
+    wrong = [i for i, (_, c, _) in enumerate(verdicts) if not c]
+    assert parsed.first_error_step == (wrong[0] if wrong else -1)
+    assert (parsed.final_verdict, parsed.final_explanation) == (final, final_why)
