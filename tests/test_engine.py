@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse, Message, SamplingParams
 from amc.backends.sim import SimBackend, carry
 from amc.config import ModelConfig, config_from_dict
@@ -80,6 +78,11 @@ def test_key_covers_everything_that_changes_the_answer():
     assert request_key("e", "m", None, base.model_copy(update={"params": SamplingParams(n=2, seed=1)})) != k
     assert request_key("e", "m", None, base.model_copy(update={"template": "solve@2"})) != k
     assert request_key("e", "m", None, base.model_copy(update={"continue_final_message": True})) != k
+    other_question = [Message(role="user", content="q1")]
+    assert request_key("e", "m", None, base.model_copy(update={"messages": other_question})) != k
+    assert request_key("e", "m", None, base.model_copy(update={"response_schema": {"type": "object"}})) != k
+    assert request_key("e2", "m", None, base) != k
+    assert request_key("e", "m", None, base, {"base_url": "http://b"}) != k
     # the address and the sim's context are not content
     assert request_key("e", "m", None, base.model_copy(update={"id": "zz", "context": {"a": 1}})) == k
 
@@ -170,7 +173,9 @@ def test_derived_seeds_are_stable():
     assert derive_seed(0, "p1", "sample") == derive_seed(0, "p1", "sample")
     assert len({derive_seed(0, f"p{i}", "sample") for i in range(1000)}) == 1000
     assert derive_seed(1, "p1", "sample") != derive_seed(0, "p1", "sample")
-    random.Random(derive_seed(0, "x"))  # a valid seed
+    seeds = [derive_seed(run, f"p{i}", "sample", j) for run in (0, 1) for i in range(200) for j in range(3)]
+    assert all(0 <= s < 2**31 for s in seeds)  # a valid seed for every engine (31 bits, never negative)
+    assert max(seeds) >= 2**30  # and the whole range is used, not a small slice of it
 
 
 def test_a_template_edit_without_a_version_bump_still_rebuilds(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from amc.backends._common import describe_error
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse, Message, SamplingParams
 from amc.config import ModelConfig, config_from_dict, load_config
@@ -211,17 +213,22 @@ def test_two_builds_never_share_a_run_directory(tmp_path):
     assert run_status(cfg)["building"] is False
 
 
-def test_written_files_are_readable_by_others(tmp_path):
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_get_the_users_umask_not_mkstemps_0600(tmp_path, monkeypatch, umask, mode):
+    """Files are readable by others exactly as far as the user's umask allows, whatever umask runs the tests."""
     import os
     import stat
 
-    old = os.umask(0o022)
-    try:
-        write_records(tmp_path / "x.parquet", [], Reject)
-    finally:
-        os.umask(old)
-    mode = stat.S_IMODE((tmp_path / "x.parquet").stat().st_mode)
-    assert mode & 0o044 == 0o044 or old & 0o044  # group/other can read unless the user's umask forbids it
+    from amc.engine import store
+
+    now = os.umask(0o022)
+    os.umask(now)
+    assert now == store._UMASK  # read once, at import, from the process
+    monkeypatch.setattr(store, "_UMASK", umask)
+    write_records(tmp_path / "x.parquet", [], Reject)
+    store.atomic_write_json(tmp_path / "m.json", {"a": 1})
+    assert stat.S_IMODE((tmp_path / "x.parquet").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == mode
 
 
 def test_loading_a_missing_folder_says_so_without_the_network(tmp_path):
