@@ -375,6 +375,12 @@ class CritiqueStage(Strict):
         default=0.0, ge=0.0, le=1.0, description="Share of correct paths that are critiqued too."
     )
     max_parse_retries: int = Field(default=1, ge=0, description="Resample an unparsable critique this often.")
+    explanation_chars: int | None = Field(
+        default=160,
+        ge=20,
+        description="Length budget of each explanation, stated in the prompt and, for 'json', enforced by the schema "
+        "(maxLength; the list of steps is bounded by the path's step count too); null: no budget.",
+    )
 
     @property
     def template_name(self) -> str:

@@ -12,6 +12,7 @@ variants real annotators write (``Right``/``Incorrect``, markdown bold, ``Step 1
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from amc._align import _STEP_NUMBER, _align, _Row
+from amc.critique_salvage import ends_inside_object, salvage_object
 from amc.records import CritiqueFormat, ParseStatus, StepVerdict
 
 _log = logging.getLogger(__name__)
@@ -41,6 +43,23 @@ class ParsedCritique(BaseModel):
     final_explanation: str = ""
     status: ParseStatus = "failed"
     problems: list[str] = Field(default_factory=list, description="What went wrong, for the rejects and the card.")
+
+    @property
+    def truncated(self) -> bool:
+        """True when the output was cut off (by ``max_tokens``) and only its completed verdicts were kept."""
+        return any(p.startswith(TRUNCATED) for p in self.problems)
+
+    @property
+    def reason(self) -> str:
+        """Why the status is not "ok", in one line ("" when it is)."""
+        return "; ".join(self.problems)
+
+
+# Length budgets of one critique: real small models otherwise fill an explanation until max_tokens. The JSON schema
+# enforces them (guided decoding); the prompts state them (see critique*.jinja).
+EXPLANATION_CHARS = 160
+STEP_CHARS = 240
+TRUNCATED = "truncated"  # the problem every cut-off critique carries first
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -65,11 +84,30 @@ def _strict_object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def critique_json_schema() -> dict[str, Any]:
-    """JSON schema of the JSON format, strict so that guided decoding can enforce it."""
-    text, flag = {"type": "string"}, {"type": "boolean"}
-    step = _strict_object({"step": text, "correct": flag, "explanation": text})
-    top = {"steps": {"type": "array", "items": step}, "final_answer_correct": flag, "final_explanation": text}
+def critique_json_schema(
+    max_steps: int | None = None,
+    explanation_chars: int | None = EXPLANATION_CHARS,
+    step_chars: int | None = STEP_CHARS,
+) -> dict[str, Any]:
+    """JSON schema of the JSON format, strict so that guided decoding can enforce it.
+
+    Bounded, so that a model under guided decoding cannot write until ``max_tokens``: each explanation has at most
+    ``explanation_chars`` characters, each repeated step ``step_chars``, and the list at most ``max_steps`` items
+    (the path's step count; ``None``: unbounded). Pass ``None`` for a bound to drop it.
+
+    >>> critique_json_schema(max_steps=3)["properties"]["steps"]["maxItems"]
+    3
+    """
+
+    def text(limit: int | None) -> dict[str, Any]:
+        return {"type": "string"} if limit is None else {"type": "string", "maxLength": limit}
+
+    flag = {"type": "boolean"}
+    step = _strict_object({"step": text(step_chars), "correct": flag, "explanation": text(explanation_chars)})
+    items: dict[str, Any] = {"type": "array", "items": step}
+    if max_steps is not None:
+        items["maxItems"] = max(1, max_steps)
+    top = {"steps": items, "final_answer_correct": flag, "final_explanation": text(explanation_chars)}
     return {"title": "StepLevelCritique", **_strict_object(top)}
 
 
@@ -155,13 +193,29 @@ def _joined(lines: list[str] | None) -> str:
     return "\n".join(lines or []).strip()
 
 
-def parse_text(raw: str, steps: list[str] | None = None) -> ParsedCritique:
+def parse_text(raw: str, steps: list[str] | None = None, *, truncated: bool = False) -> ParsedCritique:
     """Read an AutoMathCritique text critique; never raises (problems are reported in the result).
 
     With ``steps`` (the path's steps), each verdict gets the index of the path step its "Step sentence" repeats
     (fuzzy match), else the step number it states, else the next step in order; without, verdicts count from 0.
+
+    ``truncated``: the output was cut off by ``max_tokens``. Its unfinished last line is dropped, the verdicts read
+    before it are kept, and the result is at best "partial" with a problem starting "truncated" (never a silent
+    success).
     """
-    return _safely(_parse_text, raw, steps)
+    if not truncated:
+        return _safely(_parse_text, raw, steps)
+    cut = raw[: raw.rfind("\n") + 1] if isinstance(raw, str) else raw  # the last line may end mid-word
+    return _cut_off(_safely(_parse_text, cut, steps))
+
+
+def _cut_off(parsed: ParsedCritique) -> ParsedCritique:
+    """Mark a parse of a cut-off output: the problem list starts with why, and "ok" becomes "partial"."""
+    kept = len(parsed.step_verdicts)
+    final = "" if parsed.final_verdict is not None else ", no final verdict"
+    note = f"{TRUNCATED}: the output hit max_tokens; kept {kept} completed step verdict{'s' * (kept != 1)}{final}"
+    status: ParseStatus = "partial" if parsed.status == "ok" else parsed.status
+    return parsed.model_copy(update={"status": status, "problems": [note, *parsed.problems]})
 
 
 def _safely(parser: Callable[[str, list[str] | None], ParsedCritique], raw: Any, steps: Any) -> ParsedCritique:
@@ -306,13 +360,21 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def parse_json(raw: str, steps: list[str] | None = None) -> ParsedCritique:
-    """Read a JSON critique (code fences and leading text tolerated); never raises. See :func:`parse_text`."""
-    return _safely(_parse_json, raw, steps)
+def parse_json(raw: str, steps: list[str] | None = None, *, truncated: bool = False) -> ParsedCritique:
+    """Read a JSON critique (code fences and leading text tolerated); never raises. See :func:`parse_text`.
+
+    A critique cut off inside its JSON (``truncated``, or text that ends before the object closes) keeps the step
+    objects it completed and, if it got that far, the final verdict; its status is at best "partial", with a
+    problem starting "truncated".
+    """
+    parsed = _safely(functools.partial(_parse_json, truncated=truncated), raw, steps)
+    return _cut_off(parsed) if truncated or (ends_inside_object(raw) and _load_object(raw)[0] is None) else parsed
 
 
-def _parse_json(raw: str, steps: list[str] | None) -> ParsedCritique:
+def _parse_json(raw: str, steps: list[str] | None, truncated: bool = False) -> ParsedCritique:
     obj, error = _load_object(raw)
+    if obj is None and (truncated or ends_inside_object(raw)):
+        obj = salvage_object(raw)
     if obj is None:
         return _finish([], None, "", None, [error])
     problems: list[str] = []
@@ -331,8 +393,10 @@ def _parse_json(raw: str, steps: list[str] | None) -> ParsedCritique:
     return _finish(rows, final, _as_text(obj.get("final_explanation")).strip(), steps, problems)
 
 
-def parse(raw: str, fmt: CritiqueFormat, steps: list[str] | None = None) -> ParsedCritique:
-    """Read a critique in the named format ("text" or "json"); never raises, an unknown format included."""
+def parse(raw: str, fmt: CritiqueFormat, steps: list[str] | None = None, *, truncated: bool = False) -> ParsedCritique:
+    """Read a critique in the named format ("text" or "json"); never raises, an unknown format included.
+    ``truncated``: the output was cut off by ``max_tokens`` (see :func:`parse_text`)."""
     if fmt in ("text", "json"):
-        return parse_text(raw, steps) if fmt == "text" else parse_json(raw, steps)
+        reader = parse_text if fmt == "text" else parse_json
+        return reader(raw, steps, truncated=truncated)
     return _finish([], None, "", None, [f"unknown critique format {fmt!r}"])

@@ -90,6 +90,10 @@ class Critique(Record):
     final_explanation: str = ""
     raw: str
     parse_status: ParseStatus
+    parse_problems: list[str] = Field(
+        default_factory=list,
+        description="Why parse_status is not 'ok' (a cut-off output's first problem starts with 'truncated').",
+    )
     format: CritiqueFormat = "text"
     hints: list[str] = Field(
         default_factory=list, description="Hints the annotator was given (never shown to a critic)."

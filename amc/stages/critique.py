@@ -4,7 +4,9 @@ verdict. Hints (reference answer, reference solution, known error location and t
 first error) are switchable; each critique records which it was given.
 
 An unparsable critique is asked again (with another seed) up to ``max_parse_retries`` times, then becomes a
-reject row. Each critique records which hints the annotator was given.
+reject row. A critique cut off by ``max_tokens`` is asked again too; when every attempt is cut off, the verdicts
+it completed are kept as a "partial" critique whose ``parse_problems`` start with "truncated". The counts record
+every output's parse status (``outputs``, ``parse_ok``, ``parse_partial``, ``parse_failed``, ``parse_truncated``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 
 from amc.backends.base import GenerationRequest, SamplingParams
 from amc.config import CritiqueHints, PipelineConfig
-from amc.critique_format import critique_json_schema, parse
-from amc.records import Critique, Problem, ReasoningPath, Reject
+from amc.critique_format import ParsedCritique, critique_json_schema, parse
+from amc.records import Critique, CritiqueFormat, Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, derive_seed, model_slice, reject_for
 from amc.stages.flawed.common import is_flawed
 from amc.steps import first_false_arithmetic
@@ -82,10 +84,12 @@ class CritiqueStage(Stage):
         return GenerationRequest(
             id=f"{path.id}/critique/{attempt}",
             role="annotator",
-            messages=tmpl.render(question=path.question, steps=path.steps, hints=hints),
+            messages=tmpl.render(question=path.question, steps=path.steps, hints=hints, budget=c.explanation_chars),
             params=SamplingParams(n=c.n, seed=ctx.seed(path.id, "critique", attempt), **c.sampling.model_dump()),
             template=tmpl.ref,
-            response_schema=critique_json_schema() if c.format == "json" else None,
+            response_schema=critique_json_schema(max_steps=len(path.steps), explanation_chars=c.explanation_chars)
+            if c.format == "json"
+            else None,
             context={
                 "task": "critique",
                 "question": path.question,
@@ -95,6 +99,31 @@ class CritiqueStage(Stage):
                 "stop_at_first_error": hints["stop_at_first_error"],
                 "format": c.format,
             },
+        )
+
+    def _critique(
+        self,
+        path: ReasoningPath,
+        j: int,
+        annotator: str,
+        parsed: ParsedCritique,
+        raw: str,
+        fmt: CritiqueFormat,
+        hints: dict[str, Any],
+    ) -> Critique:
+        return Critique(
+            id=f"{path.id}/c{j}",
+            path=path,
+            annotator=annotator,
+            step_verdicts=parsed.step_verdicts,
+            first_error_step=parsed.first_error_step,
+            final_verdict=parsed.final_verdict,
+            final_explanation=parsed.final_explanation,
+            raw=raw,
+            parse_status=parsed.status,
+            parse_problems=parsed.problems,
+            format=fmt,
+            hints=hint_names(hints),
         )
 
     def run(self, rows: list[ReasoningPath], ctx: StageContext) -> StageResult:
@@ -108,6 +137,7 @@ class CritiqueStage(Stage):
         pending = [(i, j) for i in range(len(todo)) for j in range(c.n)]
         done: dict[tuple[int, int], Critique] = {}
         failures: dict[tuple[int, int], str] = {}
+        fallback: dict[tuple[int, int], Critique] = {}  # best cut-off critique so far, per slot
         for attempt in range(c.max_parse_retries + 1):
             need = sorted({i for i, _ in pending})
             if not need:
@@ -127,28 +157,29 @@ class CritiqueStage(Stage):
                         still.append((i, j))
                         continue
                     comp = resp.completions[j]
-                    parsed = parse(comp.text, c.format, steps=path.steps)
-                    if comp.finish_reason == "stop" and parsed.status != "failed":
-                        done[(i, j)] = Critique(
-                            id=f"{path.id}/c{j}",
-                            path=path,
-                            annotator=annotator.model,
-                            step_verdicts=parsed.step_verdicts,
-                            first_error_step=parsed.first_error_step,
-                            final_verdict=parsed.final_verdict,
-                            final_explanation=parsed.final_explanation,
-                            raw=comp.text,
-                            parse_status=parsed.status,
-                            format=c.format,
-                            hints=hint_names(hints[i]),
-                        )
-                    else:
-                        why = "truncated" if comp.finish_reason != "stop" else "; ".join(parsed.problems)
-                        failures[(i, j)] = why or "no step verdict and no final verdict"
-                        still.append((i, j))
+                    parsed = parse(comp.text, c.format, steps=path.steps, truncated=comp.finish_reason == "length")
+                    result.counts["outputs"] += 1
+                    result.counts[f"parse_{parsed.status}"] += 1
+                    result.counts["parse_truncated"] += parsed.truncated
+                    usable = comp.finish_reason != "error" and parsed.status != "failed"
+                    if usable:
+                        critique = self._critique(path, j, annotator.model, parsed, comp.text, c.format, hints[i])
+                        if not parsed.truncated:
+                            done[(i, j)] = critique
+                            continue
+                        # cut off: asked again; the verdicts it completed are kept if every attempt is cut off
+                        best = fallback.get((i, j))
+                        if best is None or len(critique.step_verdicts) > len(best.step_verdicts):
+                            fallback[(i, j)] = critique
+                    failures[(i, j)] = parsed.reason or comp.finish_reason or "no step verdict and no final verdict"
+                    still.append((i, j))
             pending = still
             result.counts["retried"] += len(pending) if attempt < c.max_parse_retries else 0
         for i, j in pending:
+            if (i, j) in fallback:  # a "partial" row whose parse_problems say it was cut off: never a silent success
+                done[(i, j)] = fallback[(i, j)]
+                result.counts["kept_truncated"] += 1
+                continue
             result.rejects.append(
                 Reject(
                     stage=self.name,
