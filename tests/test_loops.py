@@ -146,3 +146,21 @@ def test_parallel_refuses_rounds(tmp_path):
 
     with pytest.raises(ConfigError, match="sequential"):
         _cfg(tmp_path, 0.0, 0.0, mode="parallel", rounds=2)
+
+
+def test_a_killed_runs_leftover_child_does_not_hold_the_lock(tmp_path):
+    """A run killed while a child it forked (grading pool, data-loader worker) lives on: the rerun still starts."""
+    import subprocess
+    import sys
+
+    from amc.loops.testtime import exclusive
+
+    code = (
+        "import os, time\nfrom pathlib import Path\nfrom amc.loops.testtime import exclusive\n"
+        f"with exclusive(Path({str(tmp_path)!r})):\n"
+        "    if os.fork() == 0:\n        time.sleep(20)\n        os._exit(0)\n"
+        "    print(flush=True)\n    os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+    with exclusive(tmp_path):  # raised "another loop is running" while the orphan lived, with flock
+        pass

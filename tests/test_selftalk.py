@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import datasets
 from typer.testing import CliRunner
 
 from amc.cli import app
@@ -73,7 +73,6 @@ def test_correct_path_checks_every_step_and_flawed_without_refinement_is_skipped
 
 
 def test_publish_exports_the_self_talk_config(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
     monkeypatch.chdir(tmp_path)
     cfg = str(ROOT / "pipelines/quickstart.yaml")
     runner = CliRunner()

@@ -4,7 +4,6 @@ training data and summary; the critic-off baseline at the same generation budget
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,6 @@ import yaml
 
 from amc.config import load_config
 from amc.loops.selftrain import run_selftrain
-
-pytest.importorskip("trl")
 
 
 @pytest.fixture(scope="module")
@@ -97,19 +94,17 @@ def test_baseline_resamples_at_the_same_budget(tmp_path, tiny):
         assert summary["iterations"][1]["model"] == summary["base_model"]
 
 
-def test_killed_selftrain_resumes(tmp_path, tiny):
-    config = _pipeline(tmp_path, tiny, "model")
+def test_killed_quick_pipeline_resumes(tmp_path):
+    """pipelines/selftrain_quick.yaml as shipped (the named tiny-llama actor, the sim critic), killed after its first
+    dataset is written, then run again: it goes on from there."""
+    config = Path(__file__).resolve().parents[1] / "pipelines" / "selftrain_quick.yaml"
+    sets = [f"run_dir={tmp_path / 'run'}"]
     folder = tmp_path / "run" / "selftrain-model"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "amc.cli", "selftrain", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cmd = [sys.executable, "-m", "amc.cli", "selftrain", "--config", str(config), "--set", sets[0]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stats = folder / "iter-1" / "data_stats.json"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not stats.is_file() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stats.is_file(), "the first run never finished its dataset"
@@ -118,8 +113,11 @@ def test_killed_selftrain_resumes(tmp_path, tiny):
         proc.wait()
     assert not (folder / "summary.json").is_file()
     made = (folder / "iter-1" / "explore.parquet").stat().st_mtime_ns
-    _, summary = run_selftrain(load_config(config))
+    cfg = load_config(config, sets)
+    _, summary = run_selftrain(cfg)
     assert (folder / "iter-1" / "explore.parquet").stat().st_mtime_ns == made  # the dataset was not redone
     assert [r["iteration"] for r in summary["iterations"]] == [0, 1]
-    assert summary["requests"]["made"] <= 12  # at most the test set again: exploration came from disk
+    test_problems = summary["test_problems"]
+    assert summary["requests"]["made"] <= test_problems  # at most the test set again: exploration came from disk
     assert (folder / "iter-1" / "model" / "amc_train.json").is_file()
+    assert summary["iterations"][1]["train_examples"] >= cfg.selftrain.warmup_references

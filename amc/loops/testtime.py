@@ -35,11 +35,14 @@ Critic = ModelCritic | SymbolicCritic
 
 @contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
-    """One loop at a time per folder (an OS lock, released when the process dies)."""
+    """One loop at a time per folder (an OS lock, released when the process dies).
+
+    A POSIX record lock (``lockf``), not ``flock``: child processes forked while it is held (the grading pool,
+    data-loader workers) do not inherit it, so a killed run's leftover children never lock its rerun out."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AmcError(f"another loop is running in {folder}; wait for it or use another --out") from None
         yield
