@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from amc.cli import app
 from amc.config import load_config
 from amc.engine.cache import RequestCache
+from amc.engine.rundir import RunDir
 from amc.engine.runner import Runner
 from amc.engine.status import run_status
 
@@ -56,6 +57,7 @@ class FaultServer:
     def __init__(self) -> None:
         self.mode = "ok"
         self.die_after: int | None = None
+        self.refuse_first = 0  # answer this many requests with a 400 (a refusal, not an outage)
         self.lock = threading.Lock()
         self.served: list[str] = []  # content hash of every request answered successfully
         self.received = 0
@@ -95,7 +97,12 @@ class FaultServer:
                     self.close_connection = True
                     threading.Thread(target=server.stop, daemon=True).start()
                     return
-                if mode == "500":
+                with server.lock:
+                    refuse = server.refuse_first > 0
+                    server.refuse_first -= refuse
+                if refuse:
+                    self._send(400, b'{"error": "prompt too long"}')
+                elif mode == "500":
                     self._send(500, b'{"error": "internal"}')
                 elif mode == "429":
                     self._send(429, b'{"error": "slow down"}', {"Retry-After": "0"})
@@ -176,8 +183,9 @@ def _dataset(run_dir: Path) -> dict[str, bytes]:
     }
 
 
-def _build(run_dir: Path, port: int, *extra: str):
-    return Runner(load_config(QUICKSTART, [*_overrides(run_dir, port), *extra]), show_progress=False).build()
+def _build(run_dir: Path, port: int, *extra: str, retry_rejects: bool = False):
+    cfg = load_config(QUICKSTART, [*_overrides(run_dir, port), *extra])
+    return Runner(cfg, show_progress=False, retry_rejects=retry_rejects).build()
 
 
 @pytest.fixture(scope="module")
@@ -244,23 +252,23 @@ def test_an_outage_is_incomplete_and_a_rerun_after_recovery_equals_an_uninterrup
     assert all(s["state"] == "done" for s in run_status(cfg)["stages"].values())
 
 
-def test_downstream_stages_rebuild_when_a_rerun_changes_their_input(tmp_path, server):
-    """Content chaining: an upstream stage whose rows change (a rerun after an outage) rebuilds what depends on
-    it, even though no config changed."""
+def test_retry_rejects_changes_a_stage_and_every_later_stage_is_rebuilt(tmp_path, server, expected):
+    """Content chaining: a 400 is a refusal (not an outage), so the stage is done with rejects; --retry-rejects
+    asks those rows again, the stage's content changes under the same config, and every later stage is rebuilt."""
     run_dir = tmp_path / "run"
-    _build(run_dir, server.port)
-    before = json.loads((run_dir / "critique" / "manifest.json").read_text())["input_data"]
-    # hand-repair the inject stage as a user might: drop one shard's data; the next build notices (damaged),
-    # rebuilds that shard from the cache, and the critique stage stays done (same content)
-    (run_dir / "inject" / "data" / "00000-of-00002.parquet").unlink()
-    cfg = load_config(QUICKSTART, _overrides(run_dir, server.port))
-    assert run_status(cfg)["stages"]["inject"]["state"] == "damaged"
+    server.refuse_first = 3  # the first sample requests are refused
     reports = {r.name: r for r in _build(run_dir, server.port)}
-    assert reports["inject"].action == "repaired" and reports["critique"].action == "skipped"
-    # now change the sample stage's content under the same config: every later stage is stale, then rebuilt
-    manifest = json.loads((run_dir / "sample" / "manifest.json").read_text())
-    manifest["shards"]["0"]["sha256"] = "0" * 64
-    (run_dir / "sample" / "manifest.json").write_text(json.dumps(manifest))
-    states = {k: v["state"] for k, v in run_status(cfg)["stages"].items()}
-    assert states["inject"] == states["critique"] == states["filter"] == "stale"
-    assert json.loads((run_dir / "critique" / "manifest.json").read_text())["input_data"] == before
+    assert all(r.retryable == 0 for r in reports.values()) and reports["filter"].action == "built"
+    sample = RunDir(run_dir).read_manifest("sample")
+    assert sample["status"] == "done" and sample["rejects_by_reason"] == {"engine_error": 3}
+    assert _dataset(run_dir) != expected
+    # a plain rerun changes nothing: a refusal is not asked again
+    assert {r.action for r in _build(run_dir, server.port)} == {"skipped"}
+    before = RunDir(run_dir).read_manifest("critique")["input_data"]
+    reports = {r.name: r for r in _build(run_dir, server.port, retry_rejects=True)}
+    assert reports["sample"].action == "resumed" and reports["sample"].made == 3
+    assert [reports[s].action for s in ("inject", "critique", "filter")] == ["built"] * 3  # stale: input changed
+    assert RunDir(run_dir).read_manifest("critique")["input_data"] != before
+    assert _dataset(run_dir) == expected
+    cfg = load_config(QUICKSTART, _overrides(run_dir, server.port))
+    assert all(s["state"] == "done" for s in run_status(cfg)["stages"].values())
