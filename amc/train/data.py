@@ -261,8 +261,12 @@ def _from_run(
 
     if config not in SFT_CONFIGS:
         raise TrainDataError(f"{run_dir}: a run directory gives {' or '.join(SFT_CONFIGS)}, not '{config}'")
-    manifest = run_dir / "filter" / "manifest.json"
-    status = json.loads(manifest.read_text(encoding="utf-8")).get("status") if manifest.is_file() else None
+    from amc.engine.rundir import ManifestError, RunDir
+
+    try:  # manifests are read through the run directory's one owner (a corrupt one is one clear line)
+        status = (RunDir(run_dir).read_manifest("filter") or {}).get("status")
+    except ManifestError as exc:
+        raise TrainDataError(str(exc)) from None
     if status != "done":
         raise TrainDataError(
             f"{run_dir}: the filter stage is {'not finished' if status else 'missing'}; "
@@ -294,7 +298,7 @@ def _from_run(
     tables = {s: datasets.Dataset(_arrow(r, schema)) for s, r in by_split.items() if r}
     if "train" not in tables:
         raise TrainDataError(f"{run_dir}: no {config} row in the train split (kept critiques: {len(run.kept)})")
-    filter_manifest = json.loads(manifest.read_text(encoding="utf-8"))
+    filter_manifest = run.manifests["filter"]
     identity = {
         "source": str(run_dir),
         "kind": "run",
