@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from datasets import load_dataset
 from typer.testing import CliRunner
 
 from amc.cli import app
+from amc.engine.store import shard_name
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"
@@ -86,6 +88,8 @@ def test_second_build_makes_no_request_and_changes_nothing(built):
 
 
 def test_changing_k_rebuilds_only_the_filter(built, tmp_path):
+    # on a copy: the module's build stays as it is for the other tests, whatever order they run in
+    built = shutil.copytree(built, tmp_path / "copy")
     status = _status(built, "stages.filter.k=3")
     assert status["stages"]["filter"]["state"] == "stale"
     assert all(status["stages"][s]["state"] == "done" for s in ("problems", "sample", "inject", "critique"))
@@ -106,7 +110,6 @@ def test_changing_k_rebuilds_only_the_filter(built, tmp_path):
     assert not log.exists()
     ds = load_dataset("parquet", data_files=str(built / "filter" / "data" / "*.parquet"), split="train")
     assert all(r["k"] == 3 and r["n_correct"] >= 3 for r in ds)
-    _build(built)  # back to k=2 for the other tests of this module
 
 
 def test_sigkill_during_critique_then_resume(tmp_path):
@@ -137,9 +140,15 @@ def test_sigkill_during_critique_then_resume(tmp_path):
     state = json.loads(manifest.read_text())
     assert state["status"] == "partial" and 2 <= len(state["shards"]) < state["num_shards"], "killed too late"
     assert not (run_dir / "filter").exists()
+    # (a shard written just before the kill but not yet in the manifest is redone: only the listed ones count)
+    listed = [run_dir / "critique" / "data" / shard_name(int(i), state["num_shards"]) for i in state["shards"]]
+    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in listed if p.is_file()}
+    assert finished
 
     res = _build(run_dir, env={"AMC_SIM_REQUEST_LOG": str(log2)})
     assert res.returncode == 0, res.stderr
+    # the shards finished before the kill are kept as they were: not redone, not rewritten
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished} == finished
     assert _files(run_dir / "filter" / "data") == _files(reference / "filter" / "data")
     ds = load_dataset("parquet", data_files=str(run_dir / "critique" / "data" / "*.parquet"), split="train")
     assert len(ds["id"]) == len(set(ds["id"]))
