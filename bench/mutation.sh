@@ -31,9 +31,13 @@ export PYTHONPATH="$SCRATCH/importable"
 globs=("$@")
 [ ${#globs[@]} -gt 0 ] || globs=("amc.engine.cache*" "amc.engine.plan*" "amc.stages.filter*" "amc.backends.openai*"
                                "amc.engine.rundir*" "amc.critique_format*" "amc.answers*" "amc.steps*")
+first=1
 for glob in "${globs[@]}"; do
   echo "== $glob $(date -u +%H:%M:%S)" >> "$SCRATCH/mutmut.log"
-  timeout "${MODULE_TIMEOUT:-1200}" nice -n "${NICE:-15}" python -c '
+  limit=${MODULE_TIMEOUT:-1200}
+  # the first run also generates the mutants and traces which tests reach which function (minutes)
+  [ "$first" = 1 ] && limit=$(( limit + ${STATS_TIMEOUT:-1200} )) && first=0
+  timeout "$limit" nice -n "${NICE:-15}" python -c '
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
 sys.argv = ["mutmut", *sys.argv[1:]]
