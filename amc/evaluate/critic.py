@@ -165,7 +165,10 @@ class ChecksCritic:
 
 
 class ModelCritic:
-    """A model behind amc's backend protocol and request cache, prompted with a critic template."""
+    """A model behind amc's backend protocol and request cache, prompted with a critic template.
+
+    Items go to the engine ``chunk_size`` at a time, and each chunk's answers are in the cache before the next is
+    sent: an evaluation stopped half way resumes where it stopped, and progress shows as it goes."""
 
     def __init__(
         self,
@@ -174,7 +177,7 @@ class ModelCritic:
         template: str = "critic",
         prompts_dir: str | None = None,
         max_tokens: int = 1024,
-        chunk_size: int = 64,
+        chunk_size: int = 16,
     ):
         from amc.backends import create
         from amc.engine.cache import CachedBackend, RequestCache
