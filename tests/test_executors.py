@@ -168,3 +168,36 @@ def test_a_rerun_of_a_finished_build_loads_no_problem_and_asks_no_engine(tmp_pat
     # a stage that must run loads them (and fails there on bad input, before any engine starts)
     with pytest.raises(AssertionError, match="loaded again"):
         Runner(_cfg(tmp_path / "run", "stages.filter.k=2"), show_progress=False).build()
+
+
+def test_build_names_a_ray_cluster_it_cannot_reach(tmp_path: Path):
+    # RAY_TMPDIR: "auto" looks for a running instance there, and must not find another test's local one
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amc.cli",
+            "build",
+            "--config",
+            str(ROOT / "pipelines" / "quickstart.yaml"),
+            "-q",
+            "--set",
+            f"run_dir={tmp_path / 'run'}",
+            "--executor",
+            "ray",
+            "--address",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "ray")},
+        timeout=300,
+    )
+    message = " ".join((res.stderr + res.stdout).split())
+    assert res.returncode == 2, message
+    assert "could not start or reach the Ray cluster at 'auto'" in message and "Traceback" not in message
+    assert not (tmp_path / "run" / "sample").exists()

@@ -56,7 +56,11 @@ class RayExecutor(Executor):
         except ImportError:
             raise AmcError("--executor ray needs Ray Data: pip install 'amc[ray]'") from None
         if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False, **self.init_kwargs)
+            try:
+                ray.init(address=self.address, log_to_driver=False, **self.init_kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"the Ray cluster at '{self.address}'" if self.address else "a local Ray instance"
+                raise AmcError(f"--executor ray: could not start or reach {where}: {exc}") from None
             self._started_ray = True
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
