@@ -93,6 +93,8 @@ def test_unknown_keys_fail_naming_the_file_and_key(run, tmp_path):
     assert result.exit_code == 2 and "grpo.bta" in result.output
     result = _invoke("critic", "--data", str(run), "--output", str(tmp_path / "o"))
     assert result.exit_code == 2 and "no model" in result.output
+    result = _invoke("critic", "--data", str(run), "--model", "m", "--output", str(tmp_path / "o"), "--correct-paths")
+    assert result.exit_code == 2 and "amc train actor" in result.output
 
 
 def test_actor_trains_on_refinements_and_correct_paths_and_names_drops(run, tiny, tmp_path):

@@ -53,6 +53,8 @@ def _settings(target: str, pipeline: Path | None, overrides: list[str] | None, o
     values = apply_overrides(values, overrides or [])
     values.update({k: v for k, v in options.items() if v is not None})
     values["config"] = "sft_critic" if target == "critic" else "sft_refine"
+    if target == "critic" and values.get("include_correct_paths"):
+        raise AmcError("--correct-paths adds solve examples: it is for `amc train actor`, not a critic")
     if cfg is not None and not values.get("data"):
         values["data"] = str(cfg.run_path)  # the pipeline's own run directory
     where = f"{pipeline} (train:)" if pipeline is not None else "command line"
