@@ -9,7 +9,11 @@ number stated, then to order, for the verdicts it cannot match. Used by both par
 from __future__ import annotations
 
 import re
-from difflib import SequenceMatcher
+
+try:  # difflib's algorithm compiled: the same matches, several times faster (alignment was a quarter of a build)
+    from cydifflib import SequenceMatcher
+except ImportError:  # pragma: no cover - an install without it aligns the same, only slower
+    from difflib import SequenceMatcher
 
 from amc.records import StepVerdict
 

@@ -53,3 +53,21 @@ def test_math_verify_pairs_spread_over_one_worker_per_usable_core(monkeypatch):
     assert answers.verify_many([("\\frac{1}{2}", "x^2"), ("7", "7")]) == [True, True]
     assert seen == [6]  # only the pair that needs math-verify went to the pool, across six workers
     assert answers.verify_many([("\\frac{1}{2}", "x^2")], workers=1) == [True] and seen[-1] == 1
+
+
+def test_the_compiled_matcher_aligns_exactly_as_difflib():
+    import difflib
+    import random
+
+    import cydifflib
+
+    rng = random.Random(0)
+    alphabet = "0123456789 +-*/=.abcxyz$\\{}"
+    for _ in range(300):
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        b = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        ours, theirs = (
+            cydifflib.SequenceMatcher(None, a, b, autojunk=False),
+            difflib.SequenceMatcher(None, a, b, autojunk=False),
+        )
+        assert ours.get_matching_blocks() == theirs.get_matching_blocks() and ours.ratio() == theirs.ratio()
