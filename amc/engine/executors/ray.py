@@ -12,6 +12,9 @@ The driver keeps the run directory: it reads input shards, ships their rows to t
 manifests and the answers the workers got (their cache entries) as outcomes stream back, so workers need no
 shared disk; where they can reach the run's ``cache.sqlite`` (the same machine, or a shared disk), they read it.
 
+Memory: the driver pickles a stage's input shards into Ray's object store when the stage starts (about the size
+of the input stage's Parquet files, uncompressed), so one stage's input must fit in the cluster's object store.
+
 Needs ``pip install 'amc[ray]'``. ``address=None`` starts a local Ray instance; ``"auto"`` joins the cluster this
 machine belongs to (``ray start --head`` / ``ray start --address=...``); ``"ray://host:10001"`` connects a client.
 """
