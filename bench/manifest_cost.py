@@ -1,0 +1,57 @@
+"""What writing a stage's manifest costs as its shard count grows (the runner rewrites it after every shard).
+
+A manifest with ``n`` shard entries shaped like the inject stage's (two files each, with sha256) is written
+through :meth:`amc.engine.rundir.RunDir.write_manifest` (indented JSON, temp file, fsync, rename) a few times; a
+stage of ``n`` shards writes it ``n`` times at sizes 1..n, about ``n`` writes of half the final size.
+
+    nice -n 10 python bench/manifest_cost.py --shards 100 1000 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from amc.engine.rundir import RunDir
+
+ENTRY = {
+    "rows": 70,
+    "rejects": 30,
+    "dropped": 0,
+    "counts": {"paths": 70, "correct": 50, "paths:sample": 60, "paths:inject": 10, "tried:inject": 16},
+    "reject_reasons": {"duplicate": 20, "not_flawed": 10},
+    "files": {
+        "data/00001-of-01563.parquet": {"rows": 70, "bytes": 40000, "sha256": "a" * 64},
+        "rejects/00001-of-01563.parquet": {"rows": 30, "bytes": 9000, "sha256": "b" * 64},
+    },
+    "sha256": "a" * 64,
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shards", type=int, nargs="+", default=[100, 1000, 4000])
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    print("| shards | one manifest write (ms) | a stage's manifest writes (s) |")
+    print("| ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        rundir = RunDir(Path(tmp))
+        for n in args.shards:
+            manifest = {
+                "stage": "inject",
+                "fingerprint": "x",
+                "num_shards": n,
+                "shards": {str(i): ENTRY for i in range(n)},
+            }
+            t0 = time.perf_counter()
+            for _ in range(args.repeats):
+                rundir.write_manifest("inject", manifest)
+            one = (time.perf_counter() - t0) / args.repeats
+            print(f"| {n} | {one * 1000:.1f} | {one * n / 2:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
