@@ -12,9 +12,24 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _summary(folder: Path) -> dict:
+    """summary.json, or for a run still going (or stopped) the iterations it has finished so far."""
+    if (folder / "summary.json").is_file():
+        return json.loads((folder / "summary.json").read_text())
+    rows = []
+    for it in range(100):
+        metrics = folder / f"iter-{it}" / "metrics.json"
+        if not metrics.is_file():
+            break
+        stats = folder / f"iter-{it}" / "data_stats.json"
+        rows.append({**json.loads(metrics.read_text()), **(json.loads(stats.read_text()) if stats.is_file() else {})})
+    critic = folder.name.removeprefix("selftrain-")
+    return {"critic": f"{critic} (unfinished)", "iterations": rows}
+
+
 def tables(folders: list[Path]) -> str:
     """One table of test accuracy per iteration and arm, one of each iteration's training data."""
-    runs = [(f, json.loads((f / "summary.json").read_text())) for f in folders]
+    runs = [(f, _summary(f)) for f in folders]
     diffs = sorted({d for _, s in runs for r in s["iterations"] for d in r["test_accuracy_by_difficulty"]})
     head = ["arm (critic)", "iteration", "test acc %", *[f"difficulty {d} %" for d in diffs]]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
