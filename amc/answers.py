@@ -9,8 +9,9 @@ killed and the pool recreated.
 Whether an answer is graded depends on its text only, never on the machine's load: :func:`too_costly` refuses, by
 deterministic size and structure budgets, what math-verify could not decide cheaply (a power tower ``9^{9^{9^9}}``,
 an exponent or a factorial argument of five digits and more, ``(10^{100000})!``, a text over ``MAX_ANSWER_CHARS``);
-such a pair is ``False`` on every machine. The ``timeout`` stays as a last-resort guard only, for what these
-budgets do not foresee; it never hangs the caller.
+such a pair is ``False`` on every machine. A wall-clock guard (``GUARD_S``) stays as a last resort only, for what
+these budgets do not foresee: it never hangs the caller, and a pair it stops is *undecided* (``None``), never
+``False``, so that the stages reject the row (``grading_undecided``) instead of grading it by the machine's load.
 
 >>> extract("so she pays 3 * 6 = 18 dollars. The answer is $18.")
 '18'
@@ -21,12 +22,13 @@ True
 from __future__ import annotations
 
 import atexit
-import math
 import multiprocessing
 import multiprocessing.pool
 import os
 import re
+import signal
 import threading
+from contextlib import contextmanager
 from fractions import Fraction
 
 __all__ = ["cpu_workers", "extract", "verify", "verify_many", "grade", "reference_answer", "last_boxed", "split_gsm8k"]
@@ -250,28 +252,75 @@ def _wrap(text: str) -> str:
     return f"${text}$"
 
 
-def _mv_parse(text: str, timeout_s: int) -> list:
+GUARD_S = 5.0  # last-resort wall-clock guard of one math-verify comparison (seconds); past it: undecided
+
+
+class _GuardFired(BaseException):
+    """Raised by the guard's alarm; a BaseException, so that math-verify's ``except Exception`` cannot eat it."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _GuardFired
+
+
+@contextmanager
+def _guard(seconds: float):
+    """Interrupt the block after ``seconds`` with :class:`_GuardFired` (a worker's main thread only; elsewhere
+    the block runs unguarded and the deterministic budgets alone bound it)."""
+    armed = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not armed:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-6))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _mv_parse(text: str) -> list:
     from math_verify import parse
 
-    parsed = parse(_wrap(text), parsing_timeout=timeout_s)
+    # math-verify's own alarms are off (None): one guard, ours, decides what counts as undecided
+    parsed = parse(_wrap(text), parsing_timeout=None)
     if not parsed:
-        parsed = parse(text, parsing_timeout=timeout_s)
+        parsed = parse(text, parsing_timeout=None)
     return parsed
 
 
-def _mv_verify(gold: str, pred: str, timeout: float) -> bool:
-    """One math-verify comparison, gold first; any failure is a ``False``. Runs inside a worker process."""
-    timeout_s = max(1, math.ceil(timeout))
-    try:
-        from math_verify import verify as mv_verify
+def _mv_compare(gold: str, pred: str) -> bool:
+    from math_verify import verify as mv_verify
 
-        g = _mv_parse(gold, timeout_s)
-        p = _mv_parse(pred, timeout_s)
-        if not g or not p:
-            return False
-        return bool(mv_verify(g, p, timeout_seconds=timeout_s))
-    except BaseException:  # noqa: BLE001 - a worker must answer, whatever sympy raised (incl. its timeout)
+    g = _mv_parse(gold)
+    p = _mv_parse(pred)
+    if not g or not p:
         return False
+    return bool(mv_verify(g, p, timeout_seconds=None))
+
+
+def _quiet_math_verify() -> None:
+    """math-verify warns once that its own timeouts are off; they are off on purpose (``_guard`` replaces them)."""
+    import math_verify.grader
+    import math_verify.parser
+
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+
+
+def _mv_verify(gold: str, pred: str, timeout: float) -> bool | None:
+    """One math-verify comparison, gold first, inside a worker process: ``None`` (undecided) when the guard
+    stops it, ``False`` for any other failure (an unparsable answer is not equivalent)."""
+    try:
+        _quiet_math_verify()
+        with _guard(timeout):
+            verdict = _mv_compare(gold, pred)
+    except _GuardFired:
+        return None
+    except BaseException:  # noqa: BLE001 - a worker must answer, whatever sympy raised
+        return False
+    return verdict
 
 
 def cpu_workers() -> int:
@@ -316,44 +365,48 @@ def _shutdown() -> None:
         _POOL.terminate()
 
 
-def _run_in_pool(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool]:
-    """math-verify on each pair in worker processes; a pair whose worker overruns its deadline is ``False``."""
+def _run_in_pool(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool | None]:
+    """math-verify on each pair in worker processes; a pair whose worker overruns its deadline (or dies) is
+    ``None``: undecided."""
     if _in_daemon():
         return [_mv_verify(g, p, timeout) for g, p in pairs]
     with _BATCH_LOCK:
         return _run_batch(pairs, timeout, workers)
 
 
-def _run_batch(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool]:
+def _run_batch(pairs: list[tuple[str, str]], timeout: float, workers: int) -> list[bool | None]:
     results: list[bool | None] = [None] * len(pairs)
     pending = list(range(len(pairs)))
     while pending:
         pool = _get_pool(workers)
         handles = {i: pool.apply_async(_mv_verify, (pairs[i][0], pairs[i][1], timeout)) for i in pending}
         stuck = None
+        finished: set[int] = set()
         # Tasks are dispatched in order, so when we wait on the earliest unfinished one it is already running:
         # its deadline starts then, and a stuck task costs about `timeout`, not `timeout` times the queue length.
         for i in pending:
             try:
-                results[i] = bool(handles[i].get(timeout + _GRACE_S))
+                results[i] = handles[i].get(timeout + _GRACE_S)
             except multiprocessing.TimeoutError:
                 stuck = i
                 break
-            except Exception:  # noqa: BLE001 - a crashed worker (e.g. out of memory) is a failed comparison
-                results[i] = False
+            except Exception:  # noqa: BLE001 - a crashed worker (e.g. out of memory) decided nothing
+                results[i] = None
+            finished.add(i)
         if stuck is None:
             break
-        results[stuck] = False
+        finished.add(stuck)  # undecided: its worker outlived the guard (e.g. C-level big-integer work)
         # Keep what finished before the pool dies, retry the rest in a fresh pool.
         for i in pending:
-            if results[i] is None and handles[i].ready():
+            if i not in finished and handles[i].ready():
                 try:
-                    results[i] = bool(handles[i].get(0))
+                    results[i] = handles[i].get(0)
                 except Exception:  # noqa: BLE001
-                    results[i] = False
+                    results[i] = None
+                finished.add(i)
         _kill_pool(pool)
-        pending = [i for i in pending if results[i] is None]
-    return [bool(r) for r in results]
+        pending = [i for i in pending if i not in finished]
+    return results
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -384,11 +437,12 @@ def too_costly(text: str) -> bool:
 # ----------------------------------------------------------------------------------------------- verify
 
 
-def verify(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
+def verify(gold: str, pred: str | None, timeout: float | None = None) -> bool | None:
     """Whether ``pred`` is mathematically equivalent to ``gold`` (gold first, as math-verify expects).
 
-    Plain numbers are compared here; anything else goes to math-verify in a worker process, cut off after about
-    ``timeout`` seconds (then ``False``). ``None`` (no answer extracted) is never correct.
+    Plain numbers are compared here; anything else goes to math-verify in a worker process, stopped by a
+    last-resort guard after about ``timeout`` seconds (default ``GUARD_S``): then the answer is ``None``,
+    undecided, never a guess. ``None`` as ``pred`` (no answer extracted) is never correct.
 
     >>> verify("50\\\\%", "50"), verify("3", "x = 3"), verify("18", "$18.00")
     (True, True, True)
@@ -396,13 +450,18 @@ def verify(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
     return verify_many([(gold, pred)], timeout=timeout, workers=1)[0]
 
 
-def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, workers: int | None = None) -> list[bool]:
+def verify_many(
+    pairs: list[tuple[str, str | None]], timeout: float | None = None, workers: int | None = None
+) -> list[bool | None]:
     """``verify`` on many (gold, pred) pairs: plain numbers in-process, the rest across ``workers`` processes
-    (default: one per core this process may use, :func:`cpu_workers`).
+    (default: one per core this process may use, :func:`cpu_workers`). Each verdict is ``True``, ``False``, or
+    ``None`` for a pair the last-resort guard (``timeout``, default ``GUARD_S``) stopped: undecided, which a
+    caller must not count as either; the stages turn it into a ``grading_undecided`` reject.
 
     Batches from several threads take turns on the shared pool, so that one caller's stuck pair never eats into
     the deadline of another caller's pair.
     """
+    guard = GUARD_S if timeout is None else timeout
     out: list[bool | None] = [None] * len(pairs)
     slow: list[int] = []
     for i, (gold, pred) in enumerate(pairs):
@@ -418,14 +477,15 @@ def verify_many(pairs: list[tuple[str, str | None]], timeout: float = 5.0, worke
         else:
             out[i] = fast
     if slow:
-        done = _run_in_pool([(str(pairs[i][0]), str(pairs[i][1])) for i in slow], timeout, workers or cpu_workers())
+        done = _run_in_pool([(str(pairs[i][0]), str(pairs[i][1])) for i in slow], guard, workers or cpu_workers())
         for i, ok in zip(slow, done, strict=True):
             out[i] = ok
-    return [bool(v) for v in out]
+    return out
 
 
-def grade(gold: str, text: str) -> tuple[str | None, bool]:
-    """Extract the final answer of a solution text and verify it: ``(answer or None, correct)``.
+def grade(gold: str, text: str) -> tuple[str | None, bool | None]:
+    """Extract the final answer of a solution text and verify it: ``(answer or None, correct)``; ``correct`` is
+    ``None`` when the grading guard stopped (undecided).
 
     >>> grade("7", "3 + 4 = 7\\nThe answer is 7.")
     ('7', True)

@@ -10,8 +10,9 @@ too big to evaluate cheaply (huge powers, factorials) is no claim at all, becaus
 miss when the checker labels or filters data. Evaluation is bounded by cheap guards and by deterministic budgets
 (at most ``MAX_STEP_TOKENS`` tokens read and ``MAX_EQUATIONS`` equations judged per step), never by the clock, so
 a step gets the same claims on an idle machine and on a loaded one; no signals, so it is safe in threads. A
-wall-clock guard remains as a last resort only: a step that outlives it raises :class:`CheckTimeout` instead of
-returning fewer claims.
+wall-clock guard (``LAST_RESORT_S``) remains as a last resort only: a step that outlives it is *undecided* and
+raises :class:`CheckTimeout` instead of returning fewer claims; the stages turn that into a ``grading_undecided``
+reject row, never into a verdict.
 
 >>> [c.true for c in claims("She pays 3 x $4.50 = $13.50, then 13.50 + 2 = 16.")]
 [True, False]
@@ -395,28 +396,30 @@ def _stream_claims(stream: list[_Tok], text: str, deadline: float) -> list[Claim
 
 
 class CheckTimeout(AmcError):
-    """A step outlived the wall-clock guard of :func:`claims` (a last resort the budgets should never reach): one
-    line, never fewer claims."""
+    """The undecided status of a step check: the step outlived the wall-clock guard of :func:`claims` (a last
+    resort the budgets should never reach). Never fewer claims: a stage catches it and rejects the row as
+    ``grading_undecided``; anywhere else it is one clear line."""
 
 
 def _guard(deadline: float) -> None:
     if time.monotonic() > deadline:
         raise CheckTimeout(
-            f"the arithmetic check of a step outlived its {LAST_RESORT_S:.0f} s guard; please report the step as a bug"
+            "the arithmetic check of a step outlived its last-resort guard (undecided); please report the step as a bug"
         )
 
 
-def claims(step: str, timeout: float = LAST_RESORT_S) -> list[Claim]:
+def claims(step: str, timeout: float | None = None) -> list[Claim]:
     """The arithmetic equations ``step`` states, in order (visible text first, then calculator notes).
 
     What is checked is fixed by budgets, not by time: the first ``MAX_STEP_TOKENS`` tokens of the step and its
     first ``MAX_EQUATIONS`` equations per stream; an absurd step loses the rest, the same way on every machine.
-    ``timeout`` is a last-resort wall-clock guard: past it, :class:`CheckTimeout` is raised (never fewer claims).
+    ``timeout`` (default ``LAST_RESORT_S``, read at call time) is a last-resort wall-clock guard: past it, the
+    step is undecided and :class:`CheckTimeout` is raised (never fewer claims).
 
     >>> [(c.expr, c.result, c.true) for c in claims("20% of 50 = 10, and 10/3 = 3.33")]
     [('20% of 50', '10', True), ('10/3', '3.33', True)]
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (LAST_RESORT_S if timeout is None else timeout)
     found: list[Claim] = []
     for stream, note, echo in _streams(step, max_tokens=MAX_STEP_TOKENS):
         for c in _stream_claims(stream, step, deadline):
@@ -452,8 +455,9 @@ def evaluate(expr: str, percent_as_number: bool = False) -> sympy.Expr | None:
         return None
 
 
-def first_false_arithmetic(steps: list[str], timeout_per_step: float = LAST_RESORT_S) -> int | None:
+def first_false_arithmetic(steps: list[str], timeout_per_step: float | None = None) -> int | None:
     """Index of the first step stating a false arithmetic equation (e.g. "3 * 15 = 35"); ``None`` if none does.
+    Raises :class:`CheckTimeout` (undecided) when a step outlives the last-resort guard.
 
     >>> first_false_arithmetic(["2 + 2 = 4", "4 * 3 = 13", "13 - 1 = 11"])
     1

@@ -171,10 +171,13 @@ def init(
 
 @app.command()
 def verify(gold: str, pred: str) -> None:
-    """Print true (exit 0) when PRED is mathematically equivalent to GOLD, else false (exit 1)."""
+    """Print true (exit 0) when PRED is mathematically equivalent to GOLD, else false (exit 1); undecided (exit 2)
+    when the last-resort grading guard stopped math-verify."""
     from amc.answers import verify as _verify
 
     same = _verify(gold, pred)
-    typer.echo("true" if same else "false")
+    typer.echo("undecided" if same is None else "true" if same else "false")
+    if same is None:
+        raise typer.Exit(code=2)
     if not same:
         raise typer.Exit(code=1)

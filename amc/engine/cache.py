@@ -172,6 +172,9 @@ class CachedBackend:
         self.made = 0
         self.cached = 0
         self.failed = 0
+        # `amc build --retry-rejects`: request ids whose cached answer made a reject row are sent to the engine
+        # again (its new answer replaces the cached one); None: every cached answer is used
+        self.refresh: Callable[[str], bool] | None = None
 
     @property
     def backend(self) -> Backend:
@@ -191,7 +194,7 @@ class CachedBackend:
         out: list[GenerationResponse | None] = [None] * len(requests)
         misses: list[int] = []
         for i, key in enumerate(keys):
-            if key in hits:
+            if key in hits and not (self.refresh is not None and self.refresh(requests[i].id)):
                 resp = GenerationResponse.model_validate_json(hits[key])
                 out[i] = resp.model_copy(update={"request_id": requests[i].id, "cached": True})
                 self.cached += 1

@@ -51,6 +51,8 @@ TMP_RE = re.compile(r"^\..+\.[^.]+\.tmp$")
 # Reject reasons that say the engine could not be reached (after retries), not that it answered badly: a stage
 # holding any is incomplete, and the next build asks for exactly those rows again.
 RETRYABLE_REASONS = frozenset({"engine_unavailable"})
+# reject reasons that no cached answer caused: `--retry-rejects` redoes their shards without asking the engine again
+NOT_FROM_ANSWERS = frozenset({"grading_undecided"})
 STATES = ("missing", "stale", "partial", "damaged", "incomplete", "done")
 
 

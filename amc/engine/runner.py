@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from amc.engine.plan import (  # re-exported: status, publish and tests import t
     template_refs,
 )
 from amc.engine.rundir import (
+    NOT_FROM_ANSWERS,
     RETRYABLE_REASONS,
     RunDir,
     data_hash,
@@ -118,6 +119,7 @@ class Runner:
 
     def _build(self, plan: list[Stage], until: str) -> list[StageReport]:
         self._loaded: list[Any] | None = None
+        self._reask: frozenset[str] = frozenset()  # --retry-rejects: reject rows whose requests skip the cache
         cache = RequestCache(self.run_dir / "cache.sqlite")
         reports: list[StageReport] = []
         input_fp: str | None = None
@@ -152,6 +154,9 @@ class Runner:
     def _stage_start(self, stage: Stage, fp: str, input_data: str | None) -> tuple[dict[str, Any] | None, str, int]:
         """Read a stage's manifest and decide: (manifest to resume or None to start afresh, action, damaged)."""
         state, manifest, damaged = self.rundir.stage_state(stage.name, fp, input_data, full=self.verify)
+        # --retry-rejects: the rows rejected on cached answers are asked again, also where the stage is rebuilt
+        # because its input changed (the same requests would find the same cached answers)
+        self._reask = self._reasked_rows(stage, manifest, damaged) if self.retry_rejects and manifest else frozenset()
         if state in ("missing", "stale"):
             if manifest is not None:
                 self.rundir.remove_stage(stage.name)  # stale: its config or input changed; only amc's files go
@@ -172,6 +177,24 @@ class Runner:
             manifest.pop(key, None)
         self.rundir.write_manifest(stage.name, manifest)
         return manifest, action, len(damaged)
+
+    def _reasked_rows(self, stage: Stage, manifest: dict[str, Any], damaged: Collection[int]) -> frozenset[str]:
+        """Row ids of a stage's rejects that came from cached answers (an unparsable critique, a cut-off or
+        answerless output...): ``--retry-rejects`` sends the requests that made them to the engine again. Outage
+        rejects were never cached and an undecided grading needs no new answer, so neither is listed; a damaged
+        shard's rejects are not read (it is rebuilt from the cache as it was)."""
+        rows: set[str] = set()
+        for idx, shard in manifest.get("shards", {}).items():
+            if int(idx) in damaged or not set(shard.get("reject_reasons", {})) - RETRYABLE_REASONS - NOT_FROM_ANSWERS:
+                continue
+            path = self.rundir.stage_dir(stage.name) / "rejects" / shard_name(int(idx), manifest["num_shards"])
+            try:
+                self.rundir.check_file(stage.name, manifest, f"rejects/{path.name}")
+                rejects = read_records(path, Reject) if path.is_file() else []
+            except Exception:  # noqa: BLE001 - an unreadable rejects file: that shard's rows are not asked again
+                continue
+            rows.update(r.row_id for r in rejects if r.reason not in RETRYABLE_REASONS | NOT_FROM_ANSWERS)
+        return frozenset(rows)
 
     def _write_shard(self, stage: Stage, manifest: dict[str, Any], i: int, res: Any) -> None:
         """Write one shard's outputs, then record them (rows, bytes, sha256 per file) in the stage's manifest."""
@@ -260,7 +283,7 @@ class Runner:
                     # the input shard is checked against its manifest entry as it is read (cheap: read anyway)
                     self.rundir.check_file(stage.input_stage, in_manifest, f"data/{name}")
                     rows = read_records(in_dir / name, in_model) if (in_dir / name).is_file() else []
-                yield ShardTask(stage.name, i, rows)
+                yield ShardTask(stage.name, i, rows, refresh=self._reask)
 
         with _progress(self.show_progress, f"{stage.name:<9}", num, num - len(todo)) as advance:
             for out in self.executor.run(stage, tasks()):

@@ -255,7 +255,8 @@ def grade(problems: Sequence[Problem], texts: Sequence[Completion | str]) -> lis
     preds = [extract(t.text) if isinstance(t, Completion) else None for t in texts]
     ok = verify_many([(p.answer, pred) for p, pred in zip(problems, preds, strict=True)])
     return [
-        (pred, good and isinstance(t, Completion) and t.finish_reason == "stop")
+        # an undecided grading (the last-resort guard stopped math-verify: None) is not counted as correct
+        (pred, good is True and isinstance(t, Completion) and t.finish_reason == "stop")
         for pred, good, t in zip(preds, ok, texts, strict=True)
     ]
 

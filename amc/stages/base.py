@@ -111,6 +111,18 @@ class Stage:
     def run(self, rows: list[Any], ctx: StageContext) -> StageResult:
         raise NotImplementedError
 
+    def asks_again(self, request_id: str, rejected: frozenset[str]) -> bool:
+        """Whether the request ``request_id`` made one of the ``rejected`` rows (``amc build --retry-rejects``
+        sends such a request to its engine again instead of reusing the cached answer). By default a request
+        made a row whose id is its own, a row whose id extends it (``<request>/<completion index>``), or a row
+        whose id it extends (``<path>/continue`` for the path ``<path>``)."""
+        if request_id in rejected:
+            return True
+        parts = request_id.split("/")
+        if any("/".join(parts[:k]) in rejected for k in range(1, len(parts))):
+            return True
+        return any(r.startswith(request_id + "/") for r in rejected)
+
 
 def model_slice(cfg: PipelineConfig, role: str) -> dict[str, Any]:
     """The model block of a role, as it enters fingerprints (no secret is ever in a model block)."""

@@ -19,7 +19,8 @@ from amc.critique_format import ParsedCritique, critique_json_schema, parse
 from amc.records import Critique, CritiqueFormat, Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, derive_seed, model_slice, reject_for
 from amc.stages.flawed.common import is_flawed
-from amc.steps import first_false_arithmetic
+from amc.stages.sample import undecided
+from amc.steps import CheckTimeout, first_false_arithmetic
 
 
 def wants_critique(path: ReasoningPath, share_correct: float, run_seed: int) -> bool:
@@ -76,6 +77,11 @@ class CritiqueStage(Stage):
     def templates(self, cfg: PipelineConfig) -> list[str]:
         return [cfg.stages.critique.template_name]
 
+    def asks_again(self, request_id: str, rejected: frozenset[str]) -> bool:
+        # the critique "<path>/c<j>" is sample j of every attempt "<path>/critique/<attempt>"
+        path_id, _, attempt = request_id.rpartition("/critique/")
+        return bool(path_id) and attempt.isdigit() and any(r.rpartition("/c")[0] == path_id for r in rejected)
+
     def _request(
         self, ctx: StageContext, path: ReasoningPath, hints: dict[str, Any], attempt: int
     ) -> GenerationRequest:
@@ -129,10 +135,21 @@ class CritiqueStage(Stage):
     def run(self, rows: list[ReasoningPath], ctx: StageContext) -> StageResult:
         c = ctx.cfg.stages.critique
         result = StageResult()
-        todo = [p for p in rows if wants_critique(p, c.include_correct_paths, ctx.cfg.seed)]
-        result.counts["paths"] = len(todo)
+        wanted = [p for p in rows if wants_critique(p, c.include_correct_paths, ctx.cfg.seed)]
+        result.counts["paths"] = len(wanted)
         annotator = ctx.backend("annotator")
-        hints = [hints_for(p, ctx.cfg, ctx.problems.get(p.problem_id)) for p in todo]
+        todo: list[ReasoningPath] = []
+        hints: list[dict[str, Any]] = []
+        for p in wanted:
+            try:
+                hints.append(hints_for(p, ctx.cfg, ctx.problems.get(p.problem_id)))
+            except CheckTimeout:  # the step check is undecided: no hint is guessed, the path is not critiqued
+                result.rejects.extend(
+                    undecided(self.name, f"{p.id}/c{j}", "the steps (verifier feedback)") for j in range(c.n)
+                )
+                result.counts["grading_undecided"] += 1
+                continue
+            todo.append(p)
         # slots[(path index, sample index)] -> last raw text that failed to parse
         pending = [(i, j) for i in range(len(todo)) for j in range(c.n)]
         done: dict[tuple[int, int], Critique] = {}

@@ -16,6 +16,7 @@ from amc.config import FilterRules, PipelineConfig
 from amc.records import Critique, FilterDecision, ReasoningPath, Refinement, Reject, StepLabels
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
 from amc.stages.flawed.common import continuation_messages, norm
+from amc.stages.sample import undecided
 from amc.steps import split
 
 
@@ -118,9 +119,15 @@ class FilterStage(Stage):
             graded.append((c, refs))
         verdicts = iter(verify_many(pairs))
         for c, refs in graded:
+            marks = [next(verdicts) for _ in refs]
+            if any(ok is None for ok in marks):
+                # the grading guard stopped: the outcome is unknown, so the critique is neither kept nor dropped
+                result.rejects.append(undecided(self.name, c.id, "a refinement's answer"))
+                result.counts["grading_undecided"] += 1
+                continue
             refs = [
-                r.model_copy(update={"correct": next(verdicts) and r.finish_reason == "stop" and not r.shortcut})
-                for r in refs
+                r.model_copy(update={"correct": bool(ok) and r.finish_reason == "stop" and not r.shortcut})
+                for r, ok in zip(refs, marks, strict=True)
             ]
             n_correct = sum(r.correct for r in refs)
             kept = n_correct >= f.k
@@ -194,6 +201,9 @@ def step_labels(paths: list[ReasoningPath], ctx: StageContext) -> tuple[list[Ste
         sizes.append(len(texts))
     verdicts = iter(verify_many(pairs))
     per_prefix = [[next(verdicts) for _ in range(n)] for n in sizes]
+    for (p, i), marks in zip(owners, per_prefix, strict=True):
+        if any(m is None for m in marks):  # a rollout the grading guard stopped: no label rather than a guess
+            failed.setdefault(p.id, undecided("filter", f"{p.id}/rollout/{i}", "a rollout's answer"))
     labels: list[StepLabels] = []
     pos = 0
     for p in paths:

@@ -8,12 +8,14 @@ arithmetic that way.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 from amc.answers import extract, verify_many
 from amc.backends.base import GenerationRequest, SamplingParams
 from amc.config import ModelConfig, PipelineConfig
+from amc.errors import AmcError
 from amc.records import Problem, ReasoningPath, Reject
 from amc.stages.base import Stage, StageContext, StageResult, model_slice, reject_for
 from amc.steps import solution_steps, split
@@ -34,14 +36,36 @@ def solve_request(
     )
 
 
-def grade_paths(paths: list[ReasoningPath]) -> list[ReasoningPath]:
-    """Fill ``predicted_answer`` and ``correct`` of each path (a truncated path is never correct)."""
+def undecided(stage: str, row_id: str, what: str) -> Reject:
+    """The reject of a row whose grading the last-resort wall-clock guard stopped: no answer is guessed for it."""
+    return Reject(
+        stage=stage,
+        row_id=row_id,
+        reason="grading_undecided",
+        detail=f"the last-resort guard stopped grading {what[:200]}; it is neither right nor wrong "
+        "(`amc build --retry-rejects` grades it again)",
+    )
+
+
+def grade_paths(
+    paths: list[ReasoningPath], rejects: list[Reject] | None = None, stage: str = "sample"
+) -> list[ReasoningPath]:
+    """Fill ``predicted_answer`` and ``correct`` of each path (a truncated path is never correct).
+
+    A path whose grading the last-resort guard stopped (:func:`amc.answers.verify_many` says ``None``) is left
+    out and gets a ``grading_undecided`` reject in ``rejects``; without a ``rejects`` list that is an error."""
     preds = [extract("\n".join(p.steps)) for p in paths]
     verdicts = verify_many([(p.reference_answer, pred) for p, pred in zip(paths, preds, strict=True)])
-    return [
-        p.model_copy(update={"predicted_answer": pred, "correct": ok and p.finish_reason == "stop"})
-        for p, pred, ok in zip(paths, preds, verdicts, strict=True)
-    ]
+    graded = []
+    for p, pred, ok in zip(paths, preds, verdicts, strict=True):
+        if ok is None:
+            bad = undecided(stage, p.id, f"the answer {pred!r}")
+            if rejects is None:
+                raise AmcError(f"{p.id}: {bad.detail}")
+            rejects.append(bad)
+            continue
+        graded.append(p.model_copy(update={"predicted_answer": pred, "correct": ok and p.finish_reason == "stop"}))
+    return graded
 
 
 def actor_models(cfg: PipelineConfig) -> list[ModelConfig]:
@@ -90,6 +114,10 @@ class SampleStage(Stage):
         if cfg.stages.sample.actors:
             return {"actor": [m.model_dump() for m in cfg.stages.sample.actors]}
         return super().models(cfg)
+
+    def asks_again(self, request_id: str, rejected: frozenset[str]) -> bool:
+        # a path "<problem>/sample/<i>" (or "<problem>/sample/a<k>-<i>") is completion i of "<problem>/sample[/a<k>]"
+        return request_id in rejected or request_id in {re.sub(r"[/-]\d+$", "", r) for r in rejected}
 
     def run(self, rows: list[Problem], ctx: StageContext) -> StageResult:
         scfg = ctx.cfg.stages.sample
@@ -163,7 +191,7 @@ class SampleStage(Stage):
         order = {p.id: i for i, p in enumerate(rows)}
         paths.sort(key=lambda p: order[p.problem_id])
         kept: list[ReasoningPath] = []
-        for p in grade_paths(paths):
+        for p in grade_paths(paths, result.rejects, self.name):
             if p.strategy == "reference" and not p.correct:
                 # A reference solution that does not grade as its own answer is unreadable, not a flawed path.
                 result.rejects.append(

@@ -151,7 +151,7 @@ class CorrectionJudge:
         verdicts = verify_many(pairs) if pairs else []
         wins = [0] * len(cases)
         for i, ok in zip(owners, verdicts, strict=True):
-            wins[i] += int(ok)
+            wins[i] += int(ok is True)  # an undecided grading (None: the guard stopped) earns nothing
         return [w / self.n for w in wins]
 
 

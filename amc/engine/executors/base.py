@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ class ShardTask:
     stage: str
     index: int
     rows: list[Any]
+    # `--retry-rejects`: row ids of the shard's rejects that came from cached answers; the requests that made
+    # them skip the cache (Stage.asks_again) and go to the engine again
+    refresh: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Engines:
     def __init__(self, cfg: PipelineConfig, cache: Any):
         self.cfg, self.cache = cfg, cache
         self._live: dict[str, CachedBackend] = {}
+        self.refresh: Callable[[str], bool] | None = None  # set by run_shard for a shard's --retry-rejects rows
 
     @staticmethod
     def _key(model_cfg: Any) -> str:
@@ -81,7 +85,14 @@ class Engines:
                 revision=model_cfg.revision,
                 identity=model_cfg.identity(),
             )
+        self._live[key].refresh = self.refresh
         return self._live[key]
+
+    def set_refresh(self, refresh: Callable[[str], bool] | None) -> None:
+        """Which request ids skip the cache (``--retry-rejects``), for every engine; ``None``: none does."""
+        self.refresh = refresh
+        for backend in self._live.values():
+            backend.refresh = refresh
 
     def counters(self) -> tuple[int, int, int]:
         """Requests (made, cached, failed) so far, over every engine."""
@@ -112,7 +123,12 @@ def run_shard(
     """The shard task: run ``stage`` on one shard's rows with ``engines``; counts what it cost."""
     made0, cached0, failed0 = engines.counters()
     usage0 = engines.usage()
-    result = stage.run(task.rows, StageContext(cfg=cfg, get_backend=engines.get, problems=problems))
+    if task.refresh:
+        engines.set_refresh(lambda request_id: stage.asks_again(request_id, task.refresh))
+    try:
+        result = stage.run(task.rows, StageContext(cfg=cfg, get_backend=engines.get, problems=problems))
+    finally:
+        engines.set_refresh(None)
     made, cached, failed = engines.counters()
     usage = engines.usage()
     usage.subtract(usage0)

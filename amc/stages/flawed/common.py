@@ -185,8 +185,8 @@ def continued_steps(path_id: str, prefix: list[str], resp: GenerationResponse) -
 
 def keep_wrong(paths: list[ReasoningPath], built: Built) -> None:
     """Grade ``paths``; keep those whose final answer is wrong, reject the others as 'answer_still_correct' (or
-    'no_answer' when there is no final answer to grade)."""
-    for p in grade_paths(paths):
+    'no_answer' when there is no final answer to grade, 'grading_undecided' when the grading guard stopped)."""
+    for p in grade_paths(paths, built.rejects, STAGE):
         if p.predicted_answer is None:
             built.rejects.append(
                 Reject(

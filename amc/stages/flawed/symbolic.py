@@ -18,8 +18,8 @@ from amc.config import KDistribution
 from amc.records import ReasoningPath, Reject
 from amc.stages.base import StageContext
 from amc.stages.flawed.common import STAGE, Built, attempts, draw_step, inner_steps, keep_wrong
-from amc.stages.sample import grade_paths
-from amc.steps import claims
+from amc.stages.sample import grade_paths, undecided
+from amc.steps import CheckTimeout, claims
 
 ERROR_TYPES = {"result": "calculation", "operand": "misread_quantity", "operator": "wrong_operation"}
 """The ``error_type`` recorded for each :mod:`amc.perturb` mode (names of the default error types)."""
@@ -55,7 +55,11 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
     made = []
     for rng, j, base, path_id in attempts(bases, ctx, "symbolic", scfg.per_problem, built):
         mode = rng.choice(scfg.modes)
-        got = perturb_path(base, rng, mode, scfg.carry, scfg.k_distribution)
+        try:
+            got = perturb_path(base, rng, mode, scfg.carry, scfg.k_distribution)
+        except CheckTimeout:  # a step check the last-resort guard stopped: undecided, so no path is built on it
+            built.rejects.append(undecided(STAGE, path_id, f"the steps of {base.id}"))
+            continue
         if got is None:
             built.rejects.append(
                 Reject(
@@ -85,5 +89,5 @@ def build(bases: dict[str, list[ReasoningPath]], ctx: StageContext) -> Built:
     if scfg.carry:
         keep_wrong(made, built)
     else:
-        built.paths.extend(grade_paths(made))
+        built.paths.extend(grade_paths(made, built.rejects, STAGE))
     return built
