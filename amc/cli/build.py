@@ -25,7 +25,11 @@ def build(
     ] = False,
     retry_rejects: Annotated[
         bool,
-        typer.Option("--retry-rejects", help="Redo the shards of every reject, not only those of engine outages."),
+        typer.Option(
+            "--retry-rejects",
+            help="Redo the shards of every reject, not only those of engine outages: the rows rejected on cached "
+            "answers are asked again (the cache is bypassed for them), undecided gradings are graded again.",
+        ),
     ] = False,
     executor: Annotated[
         str, typer.Option("--executor", help="Who runs the shards: local (this machine) or ray (Ray Data).")
