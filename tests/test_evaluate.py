@@ -125,6 +125,18 @@ def test_checks_critic_in_worker_processes_gives_the_same_predictions(shared_dat
     assert [p.prediction for p in ChecksCritic(workers=2).critique(items)] == one
 
 
+def test_a_step_past_the_last_resort_guard_is_undecided_not_a_guess(monkeypatch: pytest.MonkeyPatch):
+    import amc.evaluate.critic as critic_module
+
+    def stuck(step: str) -> list:
+        raise critic_module.CheckTimeout("outlived its guard")
+
+    monkeypatch.setattr(critic_module, "claims", stuck)
+    [p] = ChecksCritic().critique([EvalItem("x", "s", "?", ["2 + 2 = 5"], 0)])
+    assert p.prediction is None and p.parse_status == "failed" and p.problems[0].startswith("undecided")
+    assert metrics_from_predictions([p])["unparsed"] == 1
+
+
 def test_a_pathological_step_is_bounded():
     huge = "So 9^9^9^9 = 12 and 100000! = 3 and " + " + ".join(["1"] * 5000) + " = 7."
     [p] = ChecksCritic().critique([EvalItem("x", "s", "?", ["2 + 2 = 4", huge, "The answer is 7."], 1)])

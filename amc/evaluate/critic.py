@@ -33,7 +33,7 @@ from amc.critique_format import parse_text, render_text
 from amc.errors import AmcError
 from amc.evaluate.items import EvalItem
 from amc.records import StepVerdict
-from amc.steps import claims, join
+from amc.steps import CheckTimeout, claims, join
 
 if TYPE_CHECKING:
     from amc.config import ModelConfig, PipelineConfig
@@ -101,7 +101,19 @@ class Critic(Protocol):
 
 
 def check_item(item: EvalItem) -> Prediction:
-    """The ``checks`` critique of one item: first step with a false equation, then the final answer if graded."""
+    """The ``checks`` critique of one item: first step with a false equation, then the final answer if graded.
+
+    What is checked is fixed by :mod:`amc.steps`' deterministic budgets, never by the clock; a step that outlives
+    the checker's last-resort guard (:class:`amc.steps.CheckTimeout`) makes the item undecided: no prediction (a
+    miss, counted as unparsed), never a guess.
+    """
+    try:
+        return _check(item)
+    except CheckTimeout as exc:
+        return _prediction(item, None, None, "", "failed", [f"undecided: {exc}"])
+
+
+def _check(item: EvalItem) -> Prediction:
     verdicts: list[StepVerdict] = []
     first: int | None = None
     for i, step in enumerate(item.steps):
