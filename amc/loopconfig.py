@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CriticKind = Literal["model", "symbolic"]
 
@@ -116,6 +116,13 @@ class SelftrainConfig(_Strict):
     )
     sft: SelftrainSFT = Field(default_factory=SelftrainSFT)
     out: str | None = Field(default=None, description="Output folder; default <run_dir>/selftrain-<critic>.")
+
+    @field_validator("critic", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` (`--set selftrain.critic=off`, `critic: off`) as the boolean false
+        return "off" if value is False else value
+
     cache: str | None = Field(
         default=None,
         description="Request cache file; default <out>/cache.sqlite. Two arms run one after the other on one file "

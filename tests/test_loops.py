@@ -164,3 +164,12 @@ def test_a_killed_runs_leftover_child_does_not_hold_the_lock(tmp_path):
     subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
     with exclusive(tmp_path):  # raised "another loop is running" while the orphan lived, with flock
         pass
+
+
+def test_selftrain_critic_off_survives_yaml():
+    """`--set selftrain.critic=off` (and `critic: off` in a file): YAML reads a bare off as false."""
+    from amc.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "pipelines/selftrain_quick.yaml", ["selftrain.critic=off"])
+    assert cfg.selftrain.critic == "off"
