@@ -171,7 +171,7 @@ def test_a_rerun_of_a_finished_build_loads_no_problem_and_asks_no_engine(tmp_pat
 
 
 def test_build_names_a_ray_cluster_it_cannot_reach(tmp_path: Path):
-    # RAY_TMPDIR: "auto" looks for a running instance there, and must not find another test's local one
+    # not "auto": it finds any Ray instance running on this machine (another test's local one, say)
     import os
     import subprocess
     import sys
@@ -190,14 +190,14 @@ def test_build_names_a_ray_cluster_it_cannot_reach(tmp_path: Path):
             "--executor",
             "ray",
             "--address",
-            "auto",
+            "ray://127.0.0.1:1",
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "ray")},
+        env={**os.environ, "RAY_ADDRESS": ""},
         timeout=300,
     )
     message = " ".join((res.stderr + res.stdout).split())
     assert res.returncode == 2, message
-    assert "could not start or reach the Ray cluster at 'auto'" in message and "Traceback" not in message
+    assert "could not start or reach the Ray cluster at 'ray://127.0.0.1:1'" in message and "Traceback" not in message
     assert not (tmp_path / "run" / "sample").exists()
