@@ -199,7 +199,7 @@ def _loop(
         "config": lc.model_dump(),
     }
     if lc.mode == "best_of_n":
-        answers, extra = _best_of_n(problems, by_id, samples, actor, critic, critiques, k)
+        answers, extra = _best_of_n(problems, by_id, samples, critic, critiques)
         metrics.update(extra)
     else:
         settled: set[tuple[str, int]] = set()
@@ -275,10 +275,8 @@ def _best_of_n(
     problems: list[Problem],
     by_id: dict[str, Problem],
     samples: list[Attempt],
-    actor: Actor,
     critic: Critic,
     critiques: list[CritiqueRow],
-    k: int,
 ) -> tuple[list[Attempt], dict[str, Any]]:
     """Each problem's answer is a sample the critic judges Correct; among several, the one whose answer most
     samples share (then the earliest); when the critic accepts none, the plain majority vote."""
