@@ -58,7 +58,7 @@ class ParsedCritique(BaseModel):
 # Length budgets of one critique: real small models otherwise fill an explanation until max_tokens. The JSON schema
 # enforces them (guided decoding); the prompts state them (see critique*.jinja).
 EXPLANATION_CHARS = 160
-STEP_CHARS = 240
+STEP_CHARS = 120  # the repeated step: real models repeat a step verbatim, or degenerate ("1.1.1.1...")
 TRUNCATED = "truncated"  # the problem every cut-off critique carries first
 
 

