@@ -364,6 +364,10 @@ def test_retry_after_in_milliseconds_seconds_or_a_date():
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "soon", "retry-after": "9"})) == 9.0
     assert parse_retry_after(httpx.Headers({"retry-after": "2.5"})) == 2.5
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "200"})) == 0.2  # under a second stays so
+    assert parse_retry_after(httpx.Headers({"retry-after": "0.5"})) == 0.5
+    assert parse_retry_after(httpx.Headers({"retry-after": "-5"})) == 0.0  # never a negative wait
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "-5"})) == 0.0
     assert parse_retry_after(httpx.Headers({})) is None
     assert parse_retry_after(httpx.Headers({"retry-after": "whenever"})) is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
