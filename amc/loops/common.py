@@ -35,6 +35,7 @@ class Engines:
     def __init__(self, cache_path: Path):
         self.cache = RequestCache(cache_path)
         self._live: dict[str, CachedBackend] = {}
+        self._released = {"made": 0, "cached": 0, "failed": 0}  # counts of engines closed before the end
 
     def get(self, model_cfg: ModelConfig, extra_identity: dict[str, Any] | None = None) -> CachedBackend:
         """The engine of a model block. ``extra_identity`` joins the cache key (e.g. a trained model's weights
@@ -57,16 +58,12 @@ class Engines:
         """Close one engine (free its memory) and forget it."""
         for key, live in list(self._live.items()):
             if live is backend:
+                self._released = {k: v + getattr(live, k) for k, v in self._released.items()}
                 self._live.pop(key).close()
 
     def counters(self) -> dict[str, int]:
-        """Requests made, answered from the cache, and failed, over every engine so far."""
-        live = self._live.values()
-        return {
-            "made": sum(b.made for b in live),
-            "cached": sum(b.cached for b in live),
-            "failed": sum(b.failed for b in live),
-        }
+        """Requests made, answered from the cache, and failed, over every engine so far (released ones too)."""
+        return {k: v + sum(getattr(b, k) for b in self._live.values()) for k, v in self._released.items()}
 
     def close(self) -> None:
         for b in self._live.values():
