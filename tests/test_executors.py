@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -114,10 +116,12 @@ def test_a_worker_cache_reads_the_run_cache_and_keeps_its_own_answers(tmp_path: 
 def ray_local(tmp_path_factory):
     import ray
 
-    temp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+    # Ray's socket paths must stay under 107 bytes: a short folder in /tmp, not under pytest's (long) TMPDIR
+    temp = tempfile.mkdtemp(prefix="amc-ray-", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_executor_builds_the_same_dataset_byte_for_byte(tmp_path: Path, ray_local):

@@ -121,7 +121,7 @@ def test_cli_pull_to_a_folder_and_list(cache, tmp_path):
     target = tmp_path / "copy"
     result = runner.invoke(app, ["models", "pull", "tiny-llama", "--to", str(target)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == str(target)
+    assert result.stdout.strip() == str(target)  # the path alone on stdout; progress bars go to stderr
     assert (target / "config.json").is_file() and (target / models.MARKER).is_file()
     again = runner.invoke(app, ["models", "pull", "tiny-llama", "--to", str(target)])
     assert again.exit_code == 2 and "not empty" in again.output

@@ -29,7 +29,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key:
 def fail(exc: Exception | str) -> NoReturn:
     """Print one red error line and exit 2 (never a traceback for an expected error)."""
     # escaped: an error text is not markup ("pip install 'amc[smollm2]'" lost its "[smollm2]")
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # paths unbroken
     raise typer.Exit(code=2)
 
 
