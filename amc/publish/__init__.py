@@ -54,7 +54,7 @@ def load(
                 raise PublishError(
                     f"{folder} holds version {held or 'unknown'}, not {revision}; a local folder has no other revisions"
                 )
-        return datasets.load_dataset(str(folder), config, split=split)
+        return datasets.load_dataset(str(folder), config, split=split, cache_dir=_folder_cache_dir(folder))
     text = str(repo_or_dir)
     if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith("."):
         raise PublishError(f"{text}: no such folder, and not a Hub dataset id (ORG/NAME)")
@@ -62,6 +62,23 @@ def load(
         return datasets.load_dataset(text, config, revision=revision, split=split)
     except (ConnectionError, OSError) as exc:
         raise PublishError(f"{text}: not a local folder, and the Hub could not give it: {exc}") from None
+
+
+def _folder_cache_dir(folder: Path) -> str:
+    """A datasets cache of this folder as it is now (its path and every file's size and mtime).
+
+    datasets keys the cache of a local folder by the folder's name and the configs' file patterns only, so two
+    folders both named ``published`` shared one cache and the second one read the first one's rows.
+    """
+    import hashlib
+
+    import datasets.config
+
+    key = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        key.update(f"\n{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "amc-folders" / key.hexdigest()[:16])
 
 
 def _folder_version(folder: Path) -> str | None:
