@@ -9,9 +9,11 @@ killed and the pool recreated.
 Whether an answer is graded depends on its text only, never on the machine's load: :func:`too_costly` refuses, by
 deterministic size and structure budgets, what math-verify could not decide cheaply (a power tower ``9^{9^{9^9}}``,
 an exponent or a factorial argument of five digits and more, ``(10^{100000})!``, a text over ``MAX_ANSWER_CHARS``);
-such a pair is ``False`` on every machine. A wall-clock guard (``GUARD_S``) stays as a last resort only, for what
-these budgets do not foresee: it never hangs the caller, and a pair it stops is *undecided* (``None``), never
-``False``, so that the stages reject the row (``grading_undecided``) instead of grading it by the machine's load.
+such a pair is ``False`` on every machine. A guard (``GUARD_S`` seconds of the worker's CPU time, so that a loaded
+machine does not stretch it; the parent's wall-clock stuck-worker deadline is a generous multiple of it) stays as a
+last resort only, for what these budgets do not foresee: it never hangs the caller, and a pair it stops is
+*undecided* (``None``), never ``False``, so that the stages reject the row (``grading_undecided``) instead of
+grading it by the machine's load.
 
 >>> extract("so she pays 3 * 6 = 18 dollars. The answer is $18.")
 '18'
@@ -243,6 +245,15 @@ _POOL_LOCK = threading.Lock()
 # pair is queued behind. Each batch already uses every worker, so serialising callers costs little.
 _BATCH_LOCK = threading.Lock()
 _GRACE_S = 0.5  # parent-side slack over the worker's own alarms before the worker counts as stuck
+# The parent's deadline is wall-clock while the worker's guard counts CPU seconds: on a loaded machine a pair's wall
+# time is a multiple of its CPU time, and a fresh pool's start-up counts against the first pair's wait. The parent's
+# deadline is only for a worker stuck in C code the guard cannot interrupt, so it is generous.
+_STUCK_FACTOR = 4.0
+
+
+def _stuck_after(timeout: float) -> float:
+    """Wall-clock seconds the parent waits for one pair before it counts its worker as stuck."""
+    return timeout * _STUCK_FACTOR + _GRACE_S
 
 
 def _wrap(text: str) -> str:
@@ -252,7 +263,7 @@ def _wrap(text: str) -> str:
     return f"${text}$"
 
 
-GUARD_S = 5.0  # last-resort wall-clock guard of one math-verify comparison (seconds); past it: undecided
+GUARD_S = 5.0  # last-resort guard of one math-verify comparison (CPU seconds of the worker); past it: undecided
 
 
 class _GuardFired(BaseException):
@@ -265,19 +276,27 @@ def _on_alarm(signum: int, frame: object) -> None:
 
 @contextmanager
 def _guard(seconds: float):
-    """Interrupt the block after ``seconds`` with :class:`_GuardFired` (a worker's main thread only; elsewhere
-    the block runs unguarded and the deterministic budgets alone bound it)."""
+    """Interrupt the block with :class:`_GuardFired` after ``seconds`` of this process's CPU time (``ITIMER_PROF``:
+    other processes on a loaded machine do not advance it) or ``_STUCK_FACTOR`` times that in wall-clock time,
+    whichever comes first (a worker's main thread only; elsewhere the block runs unguarded and the deterministic
+    budgets alone bound it)."""
     armed = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not armed:
         yield
         return
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-6))
+    timers = (
+        (signal.SIGPROF, signal.ITIMER_PROF, seconds),
+        (signal.SIGALRM, signal.ITIMER_REAL, seconds * _STUCK_FACTOR),
+    )
+    previous = [signal.signal(sig, _on_alarm) for sig, _, _ in timers]
+    for _, which, after in timers:
+        signal.setitimer(which, max(after, 1e-6))
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        for (sig, which, _), handler in zip(timers, previous, strict=True):
+            signal.setitimer(which, 0)
+            signal.signal(sig, handler)
 
 
 def _mv_parse(text: str) -> list:
@@ -386,7 +405,7 @@ def _run_batch(pairs: list[tuple[str, str]], timeout: float, workers: int) -> li
         # its deadline starts then, and a stuck task costs about `timeout`, not `timeout` times the queue length.
         for i in pending:
             try:
-                results[i] = handles[i].get(timeout + _GRACE_S)
+                results[i] = handles[i].get(_stuck_after(timeout))
             except multiprocessing.TimeoutError:
                 stuck = i
                 break
