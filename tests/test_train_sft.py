@@ -79,6 +79,29 @@ def test_evaluates_on_the_test_split(trained, published):
     _, result = trained
     assert result.eval_examples == _version(published)["configs"]["sft_critic"]["test"] > 0
     assert result.eval_loss is not None and math.isfinite(result.eval_loss)
+    assert result.evaluated_examples + sum(result.eval_dropped.values()) == result.eval_examples
+
+
+def test_test_rows_whose_prompt_fills_max_length_are_reported_as_dropped(published, tiny, tmp_path):
+    """TRL drops eval rows truncation leaves without a label, as it does training rows: both are reported."""
+    from transformers import AutoTokenizer
+
+    from amc.publish import load
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+
+    def prompt_tokens(split: str) -> list[int]:
+        rows = load(published, "sft_critic", split=split)
+        texts = [tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+        return [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    test_lengths, train_lengths = prompt_tokens("test"), prompt_tokens("train")
+    longest = max(test_lengths)
+    assert min(train_lengths) < longest  # some training row keeps a completion token
+    result = train_sft(_settings(published, tiny, tmp_path / "drop", max_length=longest, max_steps=1, limit=None))
+    fills = sum(n >= longest for n in test_lengths)
+    assert result.eval_dropped == {"prompt_fills_max_length": fills}
+    assert result.evaluated_examples == result.eval_examples - fills
 
 
 def test_saved_model_loads_and_differs_from_the_base(trained, tiny):

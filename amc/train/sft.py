@@ -66,12 +66,14 @@ class TrainResult:
     eval_loss: float | None
     examples: int  # rows of the train split used
     trained_examples: int  # after TRL dropped rows that truncation left without completion tokens
-    eval_examples: int
+    eval_examples: int  # rows of the test split
     steps: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     dataset: dict[str, Any] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     truncated: int = 0  # kept, but their completion was cut at max_length
+    evaluated_examples: int = 0  # test rows the evaluation saw (TRL drops those truncation left without a label)
+    eval_dropped: dict[str, int] = field(default_factory=dict)  # test rows left out, by reason, like ``dropped``
     tokens_seen: int = 0  # input tokens (not padding) of every training step
     completion_tokens: int = 0  # tokens with a loss, per epoch
     saved: str = "model"
@@ -95,6 +97,14 @@ def train_sft(settings: SFTSettings) -> TrainResult:
     losses = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
     kept = len(trainer.train_dataset)
     dropped = _drop_reasons(len(train) - kept, lengths["prompt_fills"])
+    evaluated = len(trainer.eval_dataset) if test is not None else 0
+    eval_dropped = (
+        _drop_reasons(
+            len(test) - evaluated, _length_check(trainer.processing_class, test, settings.max_length)["prompt_fills"]
+        )
+        if test is not None
+        else {}
+    )
     result = TrainResult(
         output_dir=out,
         train_loss=float(output.training_loss),
@@ -107,6 +117,8 @@ def train_sft(settings: SFTSettings) -> TrainResult:
         dataset=identity,
         dropped=dropped,
         truncated=lengths["truncated"],
+        evaluated_examples=evaluated,
+        eval_dropped=eval_dropped,
         tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         completion_tokens=sum(sum(1 for x in row if x != -100) for row in trainer.train_dataset["labels"]),
         saved=saved,
@@ -263,5 +275,6 @@ def _report(out: Path, settings: SFTSettings, result: TrainResult, history: list
         "train loss (mean)": round(result.train_loss, 4),
         "eval loss": None if result.eval_loss is None else round(result.eval_loss, 4),
         "eval examples": result.eval_examples,
+        "eval dropped": result.eval_dropped or {"none": 0},
     }
     write_report(out, "SFT", summary, curves, {"loss.png": (["train loss", "eval loss"], "loss")})
