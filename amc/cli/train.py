@@ -113,7 +113,9 @@ def _echo_sft(result: Any, data: str, config: str) -> None:
     for reason, n in result.dropped.items():
         typer.echo(f"dropped {n} example(s): {reason}")
     if result.eval_loss is not None:
-        typer.echo(f"eval loss {result.eval_loss:.4f} on {result.eval_examples} test example(s)")
+        typer.echo(f"eval loss {result.eval_loss:.4f} on {result.evaluated_examples} test example(s)")
+    for reason, n in result.eval_dropped.items():
+        typer.echo(f"dropped {n} test example(s) from the evaluation: {reason}")
     typer.echo(
         f"saved {result.saved} and tokenizer to {result.output_dir} "
         f"(record: {result.output_dir / 'amc_train.json'}, report: {result.output_dir / 'report.md'})"
