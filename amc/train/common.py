@@ -88,6 +88,38 @@ def checkpoint_args(settings: Any) -> dict[str, Any]:
     return {"save_strategy": "steps", "save_steps": settings.save_steps, "save_total_limit": settings.save_total_limit}
 
 
+def trainer_args(settings: Any, config_cls: type) -> dict[str, Any]:
+    """The TrainingArguments every amc trainer (SFT, GRPO) sets the same way from its settings.
+
+    Epochs or steps, learning rate, batch, precision (``dtype`` resolved for this machine; TRL's own default is bf16
+    on, which CPUs refuse), the base model's dtype and revision, seeds (model init and data order), logging,
+    progress bars, checkpoints and activation checkpointing under the name ``config_cls`` knows.
+    """
+    import torch
+
+    dtype = resolve_dtype(settings.dtype)
+    return {
+        "output_dir": str(settings.output_dir),
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps or -1,
+        "learning_rate": settings.learning_rate,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "bf16": dtype == "bfloat16",
+        "fp16": dtype == "float16",
+        "model_init_kwargs": {"dtype": dtype, "revision": settings.model_revision},
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "logging_steps": settings.logging_steps,
+        "logging_first_step": True,
+        "report_to": "none",
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is for host-to-GPU copies only
+        "disable_tqdm": not settings.show_progress,
+        **checkpoint_args(settings),
+        **checkpointing_kwarg(config_cls, settings.gradient_checkpointing),
+    }
+
+
 def last_checkpoint(settings: Any) -> str | None:
     """The newest checkpoint folder of ``output_dir`` when resuming is asked for and one exists."""
     if not settings.resume or not Path(settings.output_dir).is_dir():

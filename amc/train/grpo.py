@@ -23,14 +23,12 @@ from typing import Any
 from amc.config import ModelConfig, Models
 from amc.errors import AmcError
 from amc.train.common import (
-    checkpoint_args,
-    checkpointing_kwarg,
     last_checkpoint,
     lora_config,
     quiet_libraries,
     resolve_base_model,
-    resolve_dtype,
     save_model,
+    trainer_args,
     write_record,
 )
 from amc.train.data import TrainError, source_kind
@@ -263,35 +261,16 @@ def _trainer(settings: SFTSettings, dataset, funcs: list[RewardComponent], weigh
 
 
 def _grpo_config(settings: SFTSettings, weights: list[float]):
-    import torch
     from trl import GRPOConfig
 
     g = settings.grpo
-    dtype = resolve_dtype(settings.dtype)
     return GRPOConfig(
-        output_dir=str(settings.output_dir),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1,
-        learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
         temperature=g.temperature,
         beta=g.beta,
         reward_weights=weights,
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
-        model_init_kwargs={"dtype": dtype, "revision": settings.model_revision},
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        logging_first_step=True,
-        report_to="none",
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=not settings.show_progress,
-        **checkpoint_args(settings),
-        **checkpointing_kwarg(GRPOConfig, settings.gradient_checkpointing),
+        **trainer_args(settings, GRPOConfig),
     )
 
 

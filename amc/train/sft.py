@@ -23,15 +23,13 @@ from pydantic import Field
 
 from amc.train.common import (
     TRAIN_RECORD,
-    checkpoint_args,
-    checkpointing_kwarg,
     fit_max_length,
     last_checkpoint,
     lora_config,
     quiet_libraries,
     resolve_base_model,
-    resolve_dtype,
     save_model,
+    trainer_args,
     write_record,
 )
 from amc.train.data import TrainError
@@ -222,36 +220,17 @@ def _drop_reasons(dropped: int, prompt_fills: int) -> dict[str, int]:
 
 
 def _sft_config(settings: SFTSettings):
-    import torch
     from trl import SFTConfig
 
-    dtype = resolve_dtype(settings.dtype)
     return SFTConfig(
-        output_dir=str(settings.output_dir),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1,
-        learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         max_length=settings.max_length,
         completion_only_loss=True,  # prompt tokens are -100: the critic learns to critique, not to pose problems
         assistant_only_loss=False,
         packing=False,
-        bf16=dtype == "bfloat16",  # SFTConfig's own default is bf16 on, which CPUs refuse
-        fp16=dtype == "float16",
-        model_init_kwargs={"dtype": dtype, "revision": settings.model_revision},
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        logging_first_step=True,
         eval_strategy="no",  # one evaluation at the end (TrainResult.eval_loss)
-        report_to="none",
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for host-to-GPU copies only
-        disable_tqdm=not settings.show_progress,
-        **checkpoint_args(settings),
-        **checkpointing_kwarg(SFTConfig, settings.gradient_checkpointing),
+        **trainer_args(settings, SFTConfig),
     )
 
 
