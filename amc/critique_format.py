@@ -329,7 +329,8 @@ _MAX_STARTS = 50  # "{" positions tried per candidate text: bounded work on host
 
 def _load_object(raw: str) -> tuple[dict[str, Any] | None, str]:
     """The first JSON object with a schema key, from a code fence or after leading prose; else why not."""
-    decoder, error = json.JSONDecoder(), "no JSON object found"
+    # strict=False: a raw tab or other control character inside a string (guided decoding allows them) is kept
+    decoder, error = json.JSONDecoder(strict=False), "no JSON object found"
     fence = _FENCE.search(raw)
     for text in [fence.group(1), raw] if fence else [raw]:
         for n, m in enumerate(re.finditer(r"\{", text)):

@@ -138,3 +138,58 @@ def test_a_bad_request_fails_alone(tiny_model: Path):
         assert all(c.prompt_tokens + c.completion_tokens <= 64 for c in out[1].completions)
     finally:
         b.close()
+
+
+def critique_request(rid: str, **params) -> GenerationRequest:
+    from amc.critique_format import critique_json_schema
+
+    schema = critique_json_schema(max_steps=2, explanation_chars=12, step_chars=12)
+    return GenerationRequest(
+        id=rid,
+        role="annotator",
+        messages=[Message(role="user", content="Critique: Step 1: 2 + 2 = 4. Step 2: 4 * 3 = 13.")],
+        params=SamplingParams(**params),
+        response_schema=schema,
+    )
+
+
+def test_a_response_schema_constrains_the_output_to_valid_json(backend: TransformersBackend):
+    """The random tiny model never writes JSON by itself; with the critique schema every sample is a complete
+    JSON object the schema accepts (xgrammar's mask, as the vllm engine's guided decoding), ending with EOS."""
+    import json
+
+    import jsonschema
+
+    from amc.critique_format import parse_json
+
+    request = critique_request("c", n=3, max_tokens=400, temperature=1.0, seed=3)
+    free = backend.generate([ask("free", n=3, max_tokens=40, temperature=1.0, seed=3)])[0]
+    assert not any(c.text.lstrip().startswith("{") for c in free.completions)
+    mixed = backend.generate([ask("free", n=3, max_tokens=40, temperature=1.0, seed=3), request])
+    assert texts(mixed[0]) == texts(free)  # an unconstrained row in the same batch is not touched
+    response = mixed[1]
+    assert response.ok and len(response.completions) == 3
+    for c in response.completions:
+        assert c.finish_reason == "stop", c.text
+        obj = json.loads(c.text, strict=False)  # xgrammar, like vLLM, lets raw control characters into strings
+        jsonschema.validate(obj, request.response_schema)
+        assert "\n" not in c.text.replace(obj["final_explanation"], "")  # no free whitespace between tokens
+        parsed = parse_json(c.text, ["2 + 2 = 4.", "4 * 3 = 13."])
+        assert parsed.status != "failed" and parsed.final_verdict is not None
+    greedy = [backend.generate([critique_request("g", max_tokens=400, temperature=0.0)])[0] for _ in range(2)]
+    assert texts(greedy[0]) == texts(greedy[1])
+    cut = backend.generate([critique_request("cut", max_tokens=6, temperature=0.0)])[0].completions[0]
+    assert cut.finish_reason == "length" and cut.completion_tokens == 6 and cut.text.startswith("{")
+
+
+def test_a_response_schema_without_xgrammar_fails_that_request_with_the_reason(tiny_model, monkeypatch):
+    import sys
+
+    b = TransformersBackend(ModelConfig(engine="transformers", model=str(tiny_model), dtype="float32"))
+    try:
+        monkeypatch.setitem(sys.modules, "xgrammar", None)  # import xgrammar raises ImportError
+        out = b.generate([critique_request("c", max_tokens=8), ask("plain", max_tokens=4)])
+        assert not out[0].ok and "xgrammar" in out[0].error and "response schema" in out[0].error
+        assert out[1].ok
+    finally:
+        b.close()

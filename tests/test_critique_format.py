@@ -387,3 +387,14 @@ def test_render_then_parse_is_the_identity(verdicts, final, final_why, fmt, with
     wrong = [i for i, (_, c, _) in enumerate(verdicts) if not c]
     assert parsed.first_error_step == (wrong[0] if wrong else -1)
     assert (parsed.final_verdict, parsed.final_explanation) == (final, final_why)
+
+
+def test_a_raw_control_character_inside_a_json_string_does_not_lose_the_critique():
+    """Guided decoding (vLLM's and the transformers engine's xgrammar) lets a raw tab or other control character
+    into a JSON string; strict JSON would call the whole critique unparsable."""
+    from amc.critique_format import parse_json
+
+    raw = '{"steps": [{"step": "2+2=4", "correct": true, "explanation": "fine\\there\x0f"}], '
+    raw += '"final_answer_correct": true, "final_explanation": "ok"}'
+    parsed = parse_json(raw.replace("\\t", "\t"), ["2+2=4"])
+    assert parsed.status == "ok" and parsed.step_verdicts[0].explanation == "fine\there\x0f"

@@ -6,12 +6,19 @@ request gives the same samples whatever else shares its batch (the sampling is d
 leaves one token standing, and ``generate`` then picks it greedily). A completion that used its whole
 ``max_tokens`` without reaching EOS has ``finish_reason == "length"``.
 
+A request with a ``response_schema`` is constrained to it as vLLM constrains it: the schema is compiled by
+xgrammar (the grammar engine vLLM uses; it comes with the ``transformers`` extra) into a per-row matcher whose
+token mask is applied before the row samples, compact JSON (no free whitespace), ending at EOS once the JSON is
+complete. Without xgrammar installed such requests fail with a message saying so, rather than silently generating
+unconstrained text.
+
 >>> backend = TransformersBackend(ModelConfig(engine="transformers", model="path/to/model"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -48,6 +55,7 @@ class _Row:
     params: SamplingParams
     max_tokens: int
     seed: int
+    grammar: Any = None  # a compiled xgrammar grammar (the request's response_schema), or None
     completion: Completion | None = None
     error: str | None = None
     tokens: list[int] = field(default_factory=list)
@@ -60,16 +68,57 @@ def row_seed(seed: int, index: int) -> int:
 
 class _RowSampler:
     """Logits processor that samples one token per row with that row's temperature, top-p and generator, and
-    masks every other token, so greedy search in ``generate`` takes exactly the sampled token."""
+    masks every other token, so greedy search in ``generate`` takes exactly the sampled token.
 
-    def __init__(self, params: list[SamplingParams], generators: list[torch.Generator]):
+    ``matchers`` (one per row, None for an unconstrained row) are xgrammar grammar matchers: a constrained row
+    samples only among the tokens its grammar allows next, the matcher is told the chosen token, and once the
+    grammar is complete the row gets EOS (``eos``)."""
+
+    def __init__(
+        self,
+        params: list[SamplingParams],
+        generators: list[torch.Generator],
+        matchers: list[Any] | None = None,
+        eos: int = 0,
+    ):
         self.params, self.generators = params, generators
+        self.matchers = matchers if matchers and any(m is not None for m in matchers) else None
+        self.eos = eos
+        self._bitmask: Any = None
+
+    def _constrain(self, scores: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
+        """Scores (float) with every token a row's grammar forbids at -inf; the rows whose grammar is complete."""
+        import xgrammar as xgr
+
+        scores = scores.float()
+        if self._bitmask is None:
+            self._bitmask = xgr.allocate_token_bitmask(scores.shape[0], scores.shape[1])
+        live, done = [], set()
+        for r, matcher in enumerate(self.matchers or []):
+            if matcher is None:
+                continue
+            if matcher.is_terminated():
+                done.add(r)
+            else:
+                matcher.fill_next_token_bitmask(self._bitmask, r)
+                live.append(r)
+        if live:
+            scores = scores.cpu().clone()
+            xgr.apply_token_bitmask_inplace(scores, self._bitmask, indices=live)
+        return scores, done
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch
 
-        chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        device = scores.device
+        done: set[int] = set()
+        if self.matchers is not None:
+            scores, done = self._constrain(scores)
+        chosen = torch.empty(scores.shape[0], dtype=torch.long)
         for r, (p, gen) in enumerate(zip(self.params, self.generators, strict=True)):
+            if r in done:
+                chosen[r] = self.eos
+                continue
             logits = scores[r].float()
             if p.temperature <= 0.0:
                 chosen[r] = int(torch.argmax(logits))
@@ -82,8 +131,12 @@ class _RowSampler:
                 sorted_probs[drop] = 0.0
                 probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
             chosen[r] = int(torch.multinomial(probs.cpu(), 1, generator=gen))
-        masked = torch.full_like(scores, float("-inf"))
-        masked.scatter_(1, chosen.unsqueeze(1), 0.0)
+        if self.matchers is not None:
+            for r, matcher in enumerate(self.matchers):
+                if matcher is not None and r not in done and not matcher.accept_token(int(chosen[r])):
+                    raise RuntimeError(f"the grammar refused token {int(chosen[r])} it had allowed")  # pragma: no cover
+        masked = torch.full(scores.shape, float("-inf"), device=device)
+        masked.scatter_(1, chosen.to(device).unsqueeze(1), 0.0)
         return masked
 
 
@@ -117,6 +170,28 @@ class TransformersBackend:
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids[0] if self._eos_ids else 0)
         self._rng = random.Random()  # seeds for unseeded requests
+        self._grammar_compiler: Any = None
+        self._grammars: dict[str, Any] = {}  # compiled response schemas, by their canonical JSON
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """The compiled xgrammar grammar of a JSON schema (compact JSON, as the vllm engine asks for)."""
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                import xgrammar as xgr
+            except ImportError as exc:
+                raise RuntimeError(
+                    "a response_schema on the transformers engine needs xgrammar "
+                    "(pip install 'amc[transformers]' or pip install xgrammar)"
+                ) from exc
+            if self._grammar_compiler is None:
+                vocab = int(self._lm.get_output_embeddings().weight.shape[0])  # the width of the logits
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer, vocab_size=vocab, stop_token_ids=self._eos_ids
+                )
+                self._grammar_compiler = xgr.GrammarCompiler(info)
+            self._grammars[key] = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
+        return self._grammars[key]
 
     def __repr__(self) -> str:
         return f"TransformersBackend(model={self.model!r}, revision={self.revision!r}, device={str(self.device)!r})"
@@ -135,6 +210,11 @@ class TransformersBackend:
             except Exception as exc:  # a template that rejects these messages fails this request only
                 errors[i] = f"could not render the chat template: {describe_error(exc)}"
                 continue
+            try:
+                grammar = self._grammar(req.response_schema) if req.response_schema is not None else None
+            except Exception as exc:  # no xgrammar, or a schema it cannot compile: this request only
+                errors[i] = f"could not constrain to the response schema: {describe_error(exc)}"
+                continue
             max_tokens = req.params.max_tokens
             if limit is not None:
                 if len(prompt) >= limit:
@@ -142,7 +222,9 @@ class TransformersBackend:
                     continue
                 max_tokens = min(max_tokens, limit - len(prompt))
             base = req.params.seed if req.params.seed is not None else self._rng.getrandbits(63)
-            rows += [_Row(i, j, prompt, req.params, max_tokens, row_seed(base, j)) for j in range(req.params.n)]
+            rows += [
+                _Row(i, j, prompt, req.params, max_tokens, row_seed(base, j), grammar) for j in range(req.params.n)
+            ]
 
         # Similar lengths and shared prefixes together: less padding per batch.
         order = sorted(prefix_order([r.prompt for r in rows]), key=lambda k: rows[k].max_tokens)
@@ -187,7 +269,13 @@ class TransformersBackend:
             input_ids[k, width - len(row.prompt) :] = torch.tensor(row.prompt, dtype=torch.long)
             attention[k, width - len(row.prompt) :] = 1
         generators = [torch.Generator().manual_seed(r.seed) for r in rows]
-        sampler = _RowSampler([r.params for r in rows], generators)
+        matchers = None
+        if any(r.grammar is not None for r in rows):
+            import xgrammar as xgr
+
+            matchers = [None if r.grammar is None else xgr.GrammarMatcher(r.grammar) for r in rows]
+        eos = self._eos_ids[0] if self._eos_ids else self._pad_id
+        sampler = _RowSampler([r.params for r in rows], generators, matchers, eos)
         max_new = max(r.max_tokens for r in rows)
         config = GenerationConfig(
             max_new_tokens=max_new,
