@@ -88,6 +88,9 @@ def processbench(
     ],
     subset: Annotated[str | None, typer.Option("--subset", help="One subset (file stem, Hub split, strategy).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="First N solutions of each subset.", min=1)] = None,
+    balanced: Annotated[
+        bool, typer.Option("--balanced", help="With --limit N: half erroneous, half correct solutions per subset.")
+    ] = False,
     as_json: JsonOpt = False,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -101,14 +104,14 @@ def processbench(
 
     out = out or Path("evals") / _slug(f"processbench-{Path(data).stem}-{subset or 'all'}-{critic}")
     try:
-        items = load_items(data, subset=subset, limit=limit)
+        items = load_items(data, subset=subset, limit=limit, balanced=balanced)
         with _stdout_to_stderr(as_json):
             judge = _critic(critic, config, set_, out, max_tokens, workers)
             try:
                 preds, metrics = evaluate(judge, items, None if as_json and critic == "checks" else _progress)
             finally:
                 judge.close()
-        metrics.update(data=str(data), subset=subset, limit=limit)
+        metrics.update(data=str(data), subset=subset, limit=limit, balanced=balanced)
         save_evaluation(out, preds, metrics)
     except AmcError as exc:
         fail(exc)

@@ -212,12 +212,16 @@ def _load_hub(repo_id: str, subset: str | None) -> list[EvalItem]:
     return [item for name, ds in splits.items() for item in _from_rows(ds, str(name), f"{repo_id}:{name}")]
 
 
-def load_items(data: str | Path, subset: str | None = None, limit: int | None = None) -> list[EvalItem]:
+def load_items(
+    data: str | Path, subset: str | None = None, limit: int | None = None, balanced: bool = False
+) -> list[EvalItem]:
     """Every solution in ``data`` (a file, a folder, a run directory, a publish folder or a Hub id).
 
     ``subset`` picks one file of a folder, one split of a Hub dataset, one source or strategy of amc's paths, or one
     PRMBench classification, and names the subset of a ProcessBench file (its stem otherwise). ``limit`` keeps
-    the first N items of each subset.
+    the first N items of each subset; with ``balanced`` those N are the first ceil(N/2) erroneous solutions and
+    the first floor(N/2) correct ones (ProcessBench's files list erroneous solutions first, so a plain prefix
+    measures one class only). Items whose label is unknown count as neither and are left out when balancing.
     """
     path = Path(data)
     if path.is_dir():
@@ -230,12 +234,18 @@ def load_items(data: str | Path, subset: str | None = None, limit: int | None = 
         raise AmcError(f"{data}: no such file or folder (nor a Hub id ORG/NAME)")
     if subset is not None:  # rows that carry their own subset (amc's strategy, PRMBench's classification)
         items = [i for i in items if subset in (i.subset, i.strategy)]
+    if balanced and limit is None:
+        raise AmcError("--balanced needs --limit N (N solutions per subset, half of each class)")
     if limit is not None:
-        kept: dict[str, int] = {}
+        quota = {True: (limit + 1) // 2, False: limit // 2}
+        kept: dict[tuple[str, object], int] = {}
         out = []
         for item in items:
-            if kept.get(item.subset, 0) < limit:
-                kept[item.subset] = kept.get(item.subset, 0) + 1
+            if balanced and item.label is None:
+                continue
+            key = (item.subset, (item.label != -1) if balanced else None)
+            if kept.get(key, 0) < (quota[item.label != -1] if balanced else limit):
+                kept[key] = kept.get(key, 0) + 1
                 out.append(item)
         items = out
     if not items:
