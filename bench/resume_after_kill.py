@@ -52,11 +52,10 @@ def _files(run_dir: Path) -> dict[str, str]:
 
 
 def _listed(run_dir: Path, stage: str) -> dict[str, dict]:
-    path = run_dir / stage / "manifest.json"
-    try:
-        return json.loads(path.read_text()).get("shards", {}) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}  # caught between write and rename: never, with atomic writes; read again
+    """The shards a stage has recorded: its manifest with its journal (finished shards are journal lines)."""
+    from amc.engine.rundir import RunDir
+
+    return (RunDir(run_dir).read_manifest(stage) or {}).get("shards", {})
 
 
 def main() -> None:

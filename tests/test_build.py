@@ -16,6 +16,7 @@ from datasets import load_dataset
 from typer.testing import CliRunner
 
 from amc.cli import app
+from amc.engine.rundir import RunDir
 from amc.engine.store import shard_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,21 +124,18 @@ def test_sigkill_during_critique_then_resume(tmp_path):
         args += ["--set", s]
     env = {**os.environ, "AMC_SIM_DELAY": "0.02", "AMC_SIM_REQUEST_LOG": str(log1)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = run_dir / "critique" / "manifest.json"
+    rundir = RunDir(run_dir)  # the manifest with its journal: shards are recorded as journal lines
     deadline = time.time() + 300
     done_shards = 0
     while time.time() < deadline and proc.poll() is None:
-        if manifest.is_file():
-            try:
-                done_shards = len(json.loads(manifest.read_text())["shards"])
-            except json.JSONDecodeError:  # pragma: no cover - the manifest is written atomically
-                done_shards = 0
-            if done_shards >= 2:
-                break
+        state = rundir.read_manifest("critique")
+        done_shards = len(state["shards"]) if state else 0
+        if done_shards >= 2:
+            break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state = json.loads(manifest.read_text())
+    state = rundir.read_manifest("critique")
     assert state["status"] == "partial" and 2 <= len(state["shards"]) < state["num_shards"], "killed too late"
     assert not (run_dir / "filter").exists()
     # (a shard written just before the kill but not yet in the manifest is redone: only the listed ones count)

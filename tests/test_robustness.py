@@ -194,7 +194,8 @@ def test_sampling_params_do_not_leak_between_requests():
 
 
 def test_two_builds_never_share_a_run_directory(tmp_path):
-    import fcntl
+    import subprocess
+    import sys
 
     import pytest
 
@@ -203,11 +204,19 @@ def test_two_builds_never_share_a_run_directory(tmp_path):
     cfg = load_config(QUICKSTART, [f"run_dir={tmp_path}", "source.count=4"])
     from amc.engine.status import run_status
 
-    with open(tmp_path / ".lock", "w") as fh:  # as if another build held the directory
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    # another process holds the directory's build lock, as a running build does
+    code = (
+        f"from amc.engine.rundir import RunDir\nwith RunDir({str(tmp_path)!r}).lock():\n"
+        "    print(flush=True)\n    input()\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        other.stdout.readline()  # locked
         with pytest.raises(AmcError, match="another build is running"):
             Runner(cfg, show_progress=False).build("sample")
         assert run_status(cfg)["building"] is True
+    finally:
+        other.communicate("\n", timeout=60)
     Runner(cfg, show_progress=False).build("sample")  # released: builds
     assert read_manifest(tmp_path / "sample")["status"] == "done"
     assert run_status(cfg)["building"] is False

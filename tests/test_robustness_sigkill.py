@@ -3,7 +3,8 @@ uninterrupted build's, with no duplicate and no lost row, and no temporary file 
 
 Each build runs in a forked child (no interpreter start-up per kill, so dozens of kills take seconds). The child
 kills itself with SIGKILL (no cleanup of any kind runs) at a randomly drawn "event": before, in the middle of (the
-temporary file written, not yet renamed) or after a file write, or after a request-cache commit. The draws are
+temporary file written, not yet renamed) or after a file write, before, in the middle of (half the line on disk) or
+after a journal append (a finished shard's record), or after a request-cache commit. The draws are
 seeded, so a failure replays.
 """
 
@@ -37,7 +38,7 @@ def _child(run_dir: Path, kill_at: int | None, log: Path) -> None:
     """Build in this (forked) process; SIGKILL itself at event number ``kill_at``. Never returns."""
     code = 1
     try:
-        from amc.engine import runner
+        from amc.engine import rundir, runner
 
         events = {"n": 0}
         real_write = store.atomic_write_bytes
@@ -65,8 +66,21 @@ def _child(run_dir: Path, kill_at: int | None, log: Path) -> None:
             if items:
                 event("cache after-commit")
 
+        real_append = rundir.append_line
+
+        def append(path: Path, line: bytes) -> None:  # a finished shard's journal line
+            stage = next((s for s in STAGES if s in Path(path).parts), "run")
+            event(f"{stage} before-append {Path(path).name}")
+            if kill_at is not None and events["n"] + 1 == kill_at:  # mid-append: half the line on disk
+                with open(path, "ab") as fh:
+                    fh.write(line[: len(line) // 2])
+            event(f"{stage} mid-append {Path(path).name}")
+            real_append(path, line)
+            event(f"{stage} after-append {Path(path).name}")
+
         runner.atomic_write_bytes = write
         store.atomic_write_bytes = write
+        rundir.append_line = append
         RequestCache.put_many = put
         runner.Runner(load_config(QUICKSTART, [f"run_dir={run_dir}", *SETS]), show_progress=False).build()
         code = 0
@@ -123,6 +137,7 @@ def test_twenty_and_more_sigkills_in_every_stage_leave_the_dataset_identical(tmp
         assert _run(run_dir, None, log) == "finished"  # and a last plain build changes nothing
         assert _dataset(run_dir) == expected
         assert not [p for p in run_dir.rglob("*.tmp")], "a temporary file survived"
+        assert not [p for p in run_dir.rglob("manifest.journal")], "a journal was not folded into its manifest"
         rd = RunDir(run_dir)
         for stage in STAGES:
             manifest = rd.read_manifest(stage)
@@ -143,3 +158,4 @@ def test_twenty_and_more_sigkills_in_every_stage_leave_the_dataset_identical(tmp
     stages_hit = {line.split()[0] for line in where}
     assert set(STAGES) <= stages_hit, stages_hit
     assert any("mid-write" in line for line in where) and any("cache" in line for line in where)
+    assert any("mid-append" in line for line in where), "no kill tore a journal line"

@@ -310,3 +310,141 @@ def test_a_publish_cut_short_by_a_full_disk_is_resumed_without_deleting_by_hand(
     publish_local(pub, clean)
     files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
     assert files(out) == files(clean)
+
+
+# ------------------------------------------------------------------------------------------------ journal
+def test_each_shard_is_a_journal_line_and_the_manifest_is_written_twice_per_stage(tmp_path, monkeypatch):
+    """Finished shards are appended to a journal; the manifest is written at a stage's start and end only, so a
+    stage's bookkeeping grows linearly with its shards (it was rewritten after every shard: quadratic)."""
+    writes: list[str] = []
+    journaled: list[tuple[str, int]] = []
+    real_write, real_record = RunDir.write_manifest, RunDir.record_shard
+
+    def write(self, stage, manifest):
+        writes.append(stage)
+        real_write(self, stage, manifest)
+
+    def record(self, stage, manifest, idx, entry):
+        real_record(self, stage, manifest, idx, entry)
+        journaled.append((stage, idx))
+        # the line is on disk before the shard counts as done, and readers see it through read_manifest
+        assert self.journal_path(stage).is_file()
+        assert str(idx) in self.read_manifest(stage)["shards"]
+        assert str(idx) not in json.loads(self.manifest_path(stage).read_text())["shards"]
+
+    monkeypatch.setattr(RunDir, "write_manifest", write)
+    monkeypatch.setattr(RunDir, "record_shard", record)
+    run_dir = tmp_path / "run"
+    Runner(_cfg(run_dir, "source.count=24", "shard_size=2"), show_progress=False).build()
+    rd = RunDir(run_dir)
+    for stage in ("problems", "sample", "inject", "critique", "filter"):
+        assert writes.count(stage) == 2, (stage, writes)
+        assert sorted(i for s, i in journaled if s == stage) == list(range(12))
+        assert not rd.journal_path(stage).exists()  # folded into the manifest at the stage's end
+        manifest = json.loads(rd.manifest_path(stage).read_text())
+        assert manifest["status"] == "done" and sorted(map(int, manifest["shards"])) == list(range(12))
+
+
+def _journaled(tmp_path: Path) -> tuple[RunDir, dict]:
+    rd = RunDir(tmp_path)
+    (tmp_path / "sample").mkdir(parents=True)
+    manifest = {"stage": "sample", "fingerprint": "f", "status": "partial", "num_shards": 4, "shards": {}}
+    rd.write_manifest("sample", manifest)
+    for i in (0, 1):
+        rd.record_shard("sample", manifest, i, {"rows": i + 1, "files": {}, "sha256": None})
+    return rd, manifest
+
+
+def test_a_journal_line_torn_by_a_kill_is_ignored_and_the_next_line_is_kept(tmp_path):
+    rd, manifest = _journaled(tmp_path)
+    line = json.dumps({"journal": manifest["journal"], "shard": "2", "entry": {"rows": 3, "files": {}}})
+    with open(rd.journal_path("sample"), "ab") as fh:
+        fh.write(line[: len(line) // 2].encode())  # killed mid-append
+    assert sorted(rd.read_manifest("sample")["shards"]) == ["0", "1"]
+    # a later append starts a new line instead of joining the torn one
+    rd.record_shard("sample", manifest, 3, {"rows": 4, "files": {}, "sha256": None})
+    assert sorted(rd.read_manifest("sample")["shards"]) == ["0", "1", "3"]
+    assert rd.read_manifest("sample")["shards"]["3"]["rows"] == 4
+
+
+def test_a_journal_left_beside_a_newer_manifest_is_not_applied_again(tmp_path):
+    """Killed between the manifest's rename and the journal's removal: the old lines carry the old token."""
+    rd, manifest = _journaled(tmp_path)
+    stale = rd.journal_path("sample").read_bytes()
+    merged = rd.read_manifest("sample")
+    del merged["shards"]["1"]  # e.g. a damaged shard dropped at a resume, to be redone
+    rd.write_manifest("sample", merged)
+    assert not rd.journal_path("sample").exists()
+    rd.journal_path("sample").write_bytes(stale)  # as if the removal never happened
+    assert sorted(rd.read_manifest("sample")["shards"]) == ["0"]
+
+
+def test_a_malformed_journal_entry_is_one_line_naming_the_journal(tmp_path):
+    rd, manifest = _journaled(tmp_path)
+    with open(rd.journal_path("sample"), "ab") as fh:
+        fh.write(json.dumps({"journal": manifest["journal"], "shard": "x", "entry": []}).encode() + b"\n")
+    with pytest.raises(ManifestError, match=r"manifest\.journal.*amc clean --stage sample"):
+        rd.read_manifest("sample")
+
+
+def test_a_stage_killed_with_a_journal_resumes_from_it_and_cleaning_removes_it(tmp_path):
+    """A partial stage whose shards are only in its journal: status counts them, a build resumes after them
+    (their files untouched) and gives the same data as an uninterrupted build; clean removes the journal."""
+    run_dir = tmp_path / "run"
+    sets = ("source.count=24", "shard_size=2")
+    Runner(_cfg(run_dir, *sets), show_progress=False).build("critique")
+    rd = RunDir(run_dir)
+    full = rd.read_manifest("critique")
+    # as a build killed after its fifth critique shard leaves it: the stage's start manifest plus five lines
+    start = {k: v for k, v in full.items() if k in ("stage", "fingerprint", "input_data", "num_shards", "config")}
+    start.update(status="partial", shards={})
+    rd.write_manifest("critique", start)
+    for i in range(5):
+        rd.record_shard("critique", start, i, full["shards"][str(i)])
+    for i in range(5, full["num_shards"]):
+        rd.remove_shard("critique", store.shard_name(i, full["num_shards"]))
+    kept = {p: p.stat().st_mtime_ns for p in (run_dir / "critique" / "data").glob("*.parquet")}
+    status = run_status(_cfg(run_dir, *sets))["stages"]["critique"]
+    assert status["state"] == "partial"
+    reports = Runner(_cfg(run_dir, *sets), show_progress=False).build("critique")
+    assert reports[-1].action == "resumed"
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    reference = tmp_path / "reference"
+    Runner(_cfg(reference, *sets), show_progress=False).build("critique")
+    assert _data(run_dir) == _data(reference)
+    assert not rd.journal_path("critique").exists()
+    rd.record_shard("critique", rd.read_manifest("critique"), 0, rd.read_manifest("critique")["shards"]["0"])
+    assert rd.remove_stage("critique") > 0 and not (run_dir / "critique").exists()
+
+
+# ------------------------------------------------------------------------------------------------ lock
+def test_a_killed_builds_leftover_child_does_not_lock_its_rerun_out(tmp_path):
+    """The build lock is a POSIX record lock: a child forked while it was held (grading pool, forked workers)
+    does not inherit it, so a build killed while its child lives on does not lock its rerun out (with flock the
+    orphan kept the lock: "another build is running")."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "orphan.pid"
+    code = (
+        "import os, time\nfrom pathlib import Path\nfrom amc.engine.rundir import RunDir\n"
+        f"with RunDir({str(tmp_path)!r}).lock():\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+        f"    Path({str(pid_file)!r}).write_text(str(pid))\n    os.kill(os.getpid(), 9)\n"
+    )
+    # no pipes: the orphan would keep them open
+    subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    orphan = int(pid_file.read_text())
+    try:
+        os.kill(orphan, 0)  # the orphan still lives
+        assert RunDir(tmp_path).building() is False
+        with RunDir(tmp_path).lock():
+            assert RunDir(tmp_path).building() is True
+            with pytest.raises(AmcError, match="another build is running"), RunDir(tmp_path).lock():
+                pass  # a second build from this process is refused too
+            assert RunDir(tmp_path).building() is True  # and checking did not drop the lock
+        assert RunDir(tmp_path).building() is False
+    finally:
+        os.kill(orphan, signal.SIGKILL)

@@ -6,6 +6,7 @@ Layout (default ``runs/<name>/``)::
     build.json                  side file: the last build's per-stage report
     .lock                       the build lock (an OS lock: released when the process dies)
     <stage>/manifest.json       fingerprint, status, per-shard files with rows, bytes and sha256
+    <stage>/manifest.journal    shards finished since the manifest was last written, a JSON line each
     <stage>/<folder>/NNNNN-of-MMMMM.parquet   shard outputs; folders: data, rejects, dropped, step_labels
 
 The manifest API (everyone reads manifests through it: the runner, ``amc status``, the exporter):
@@ -13,6 +14,13 @@ The manifest API (everyone reads manifests through it: the runner, ``amc status`
 - :meth:`RunDir.read_manifest` returns a stage's manifest or None, and raises :class:`ManifestError` (one line: the
   file, what is wrong, and ``amc clean --stage NAME``) for an empty or corrupt one.
 - :meth:`RunDir.write_manifest` writes it atomically. Only the driver process writes manifests.
+- :meth:`RunDir.record_shard` records one finished shard: one line appended to the stage's journal and fsync'd,
+  O(1) whatever the stage's size (rewriting the whole manifest after every shard made a stage's bookkeeping
+  quadratic in its shards). ``read_manifest`` returns the manifest with its journal's shards applied, so readers
+  never see the difference; ``write_manifest`` folds the journal in (at a stage's start and end) and removes it.
+  Each manifest write draws a new ``journal`` token and only lines carrying the manifest's token count, so a
+  journal left by a kill between the manifest's rename and the journal's removal is never applied twice, and a
+  line torn by a kill (not valid JSON) is ignored: that shard is not recorded and is redone.
 - :func:`shard_entry` builds a shard's entry from the files written for it: ``files`` maps
   ``"<folder>/<shard name>"`` to ``{"rows", "bytes", "sha256"}``.
 - :meth:`RunDir.damaged_shards` checks every listed file: size always, sha256 with ``full=True``.
@@ -32,7 +40,9 @@ import errno
 import fcntl
 import hashlib
 import json
+import os
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +52,7 @@ from amc.engine.store import atomic_write_json
 from amc.errors import AmcError
 
 MANIFEST = "manifest.json"
+JOURNAL = "manifest.journal"
 BUILD_FILE = "build.json"
 CACHE_FILE = "cache.sqlite"
 LOCK_FILE = ".lock"
@@ -121,6 +132,9 @@ class RunDir:
     def manifest_path(self, stage: str) -> Path:
         return self.path / stage / MANIFEST
 
+    def journal_path(self, stage: str) -> Path:
+        return self.path / stage / JOURNAL
+
     @property
     def cache_path(self) -> Path:
         return self.path / CACHE_FILE
@@ -148,13 +162,57 @@ class RunDir:
                     f"{path}: field '{key}' is missing or not a {typ.__name__} (corrupt manifest); {fix}"
                 )
         for idx, shard in manifest["shards"].items():
-            if not (idx.isdigit() and isinstance(shard, dict) and isinstance(shard.get("rows", 0), int)):
+            if not _valid_shard(idx, shard):
                 raise ManifestError(f"{path}: shard '{idx}' is malformed (corrupt manifest); {fix}")
+        self._replay_journal(stage, manifest, fix)
         return manifest
 
+    def _replay_journal(self, stage: str, manifest: dict[str, Any], fix: str) -> None:
+        """Apply the journal's shard entries that belong to this manifest (same ``journal`` token), in order."""
+        token = manifest.get("journal")
+        path = self.journal_path(stage)
+        if token is None:
+            return
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # torn by a kill mid-append: the shard was never recorded, so it is redone
+            if not isinstance(rec, dict) or rec.get("journal") != token:
+                continue  # left from before the manifest was last written: already folded into it
+            idx, shard = rec.get("shard"), rec.get("entry")
+            if not (isinstance(idx, str) and _valid_shard(idx, shard)):
+                raise ManifestError(f"{path}: shard '{idx}' is malformed (corrupt journal); {fix}")
+            manifest["shards"][idx] = shard
+
     def write_manifest(self, stage: str, manifest: dict[str, Any]) -> None:
-        """Write a stage's manifest atomically (a reader sees the old one or the new one, never half)."""
+        """Write a stage's manifest atomically (a reader sees the old one or the new one, never half), folding
+        in and removing its journal: ``manifest`` must hold every shard (as :meth:`read_manifest` returns it)."""
+        manifest["journal"] = secrets.token_hex(8)  # the journal lines of the manifest written before no longer count
         self.write_json(self.manifest_path(stage), manifest)
+        try:
+            self.journal_path(stage).unlink(missing_ok=True)
+        except OSError as exc:
+            raise os_error(exc, self.journal_path(stage)) from None
+
+    def record_shard(self, stage: str, manifest: dict[str, Any], idx: int, entry: dict[str, Any]) -> None:
+        """Record a finished shard: in ``manifest`` (as written by :meth:`write_manifest`, and held by the
+        caller) and as one fsync'd line of the stage's journal, so a kill after this call keeps it."""
+        manifest["shards"][str(idx)] = entry
+        assert "journal" in manifest, "write_manifest first: journal lines belong to a written manifest"
+        rec = {"journal": manifest["journal"], "shard": str(idx), "entry": entry}
+        line = json.dumps(rec, sort_keys=True, separators=(",", ":"), default=str).encode() + b"\n"
+        path = self.journal_path(stage)
+        try:
+            append_line(path, line)
+        except OSError as exc:
+            raise os_error(exc, path) from None
 
     def write_json(self, path: Path, obj: Any) -> None:
         """Write a side file or manifest atomically; a failed write raises :class:`RunDirError`."""
@@ -199,7 +257,16 @@ class RunDir:
 
     def check_file(self, stage: str, manifest: dict[str, Any], rel: str) -> None:
         """Raise :class:`ManifestError` when a listed file differs from its manifest entry (reading it anyway)."""
-        for idx, shard in manifest.get("shards", {}).items():
+        shards = manifest.get("shards", {})
+        name = rel.rsplit("/", 1)[-1]
+        # a shard-named file belongs to the shard of its number: one lookup, not a scan of every shard (which
+        # made reading a stage's input quadratic in its shards)
+        if SHARD_RE.match(name):
+            own = str(int(name[:5]))
+            candidates = [(own, shards[own])] if own in shards else []
+        else:
+            candidates = list(shards.items())
+        for idx, shard in candidates:
             info = (shard.get("files") or {}).get(rel)
             if info is None:
                 continue
@@ -248,14 +315,15 @@ class RunDir:
             if sub.is_dir():
                 found.update(p for p in sub.iterdir() if SHARD_RE.match(p.name) or _is_tmp(p.name))
         if stage_dir.is_dir():
-            found.update(p for p in stage_dir.iterdir() if p.name == MANIFEST or _is_tmp(p.name))
+            found.update(p for p in stage_dir.iterdir() if p.name in (MANIFEST, JOURNAL) or _is_tmp(p.name))
         return sorted(p for p in found if p.is_file())
 
     def remove_stage(self, stage: str) -> int:
         """Delete a stage's outputs (only files amc wrote, then the folders left empty); return files removed."""
         files = self.owned_files(stage)
-        # the manifest goes last: a kill half-way leaves a manifest whose listed files are missing (damaged)
-        files.sort(key=lambda p: p.name == MANIFEST)
+        # the manifest goes last (its journal just before): a kill half-way leaves a manifest whose listed files
+        # are missing (damaged)
+        files.sort(key=lambda p: (p.name == MANIFEST, p.name == JOURNAL))
         for path in files:
             path.unlink(missing_ok=True)
         for folder in (*OUTPUT_FOLDERS, ""):
@@ -298,31 +366,72 @@ class RunDir:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One build at a time per run directory: a second one would write the same shards. The lock is released
-        by the operating system when the process dies, so a killed build never leaves a stale lock behind."""
+        by the operating system when the process dies, so a killed build never leaves a stale lock behind.
+
+        A POSIX record lock (``lockf``), not ``flock``: processes forked while it is held (grading pool, forked
+        executor workers) do not inherit it, so a killed build's leftover children never lock its rerun out.
+        Record locks are per process (a second lock from the same process would succeed, and closing any handle
+        of the file drops them), so this process's own holds are tracked here too."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            key = _lock_key(self.path)
+            if key in _HELD:
+                raise AmcError(f"another build is running in {self.path}; wait for it or use another run_dir")
             fh = open(self.path / LOCK_FILE, "w")  # noqa: SIM115 - held for the whole build
         except OSError as exc:
             raise os_error(exc, self.path) from None
         with fh:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:  # EAGAIN or EACCES, depending on the system
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise os_error(exc, self.path / LOCK_FILE) from None
                 raise AmcError(f"another build is running in {self.path}; wait for it or use another run_dir") from None
-            yield
+            _HELD.add(key)
+            try:
+                yield
+            finally:
+                _HELD.discard(key)
 
     def building(self) -> bool:
-        """True while a build holds the run directory's lock."""
+        """True while a build (of this process or another) holds the run directory's lock."""
         lock = self.path / LOCK_FILE
         if not lock.is_file():
             return False
+        if _lock_key(self.path) in _HELD:
+            return True  # opening and closing the file here would drop this process's own lock
         with open(lock) as fh:
             try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
                 return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.lockf(fh, fcntl.LOCK_UN)
             return False
+
+
+_HELD: set[tuple[int, int]] = set()  # run directories whose build lock this process holds
+
+
+def _lock_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino)
+
+
+def _valid_shard(idx: str, shard: Any) -> bool:
+    return idx.isdigit() and isinstance(shard, dict) and isinstance(shard.get("rows", 0), int)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one line to a journal and fsync it. A line torn by an earlier kill is ended first, so the new line
+    never joins it."""
+    with open(path, "a+b") as fh:
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def file_sha256(path: Path) -> str:

@@ -197,7 +197,7 @@ class Runner:
         return frozenset(rows)
 
     def _write_shard(self, stage: Stage, manifest: dict[str, Any], i: int, res: Any) -> None:
-        """Write one shard's outputs, then record them (rows, bytes, sha256 per file) in the stage's manifest."""
+        """Write one shard's outputs, then record them (rows, bytes, sha256 per file) in the stage's journal."""
         name = shard_name(i, manifest["num_shards"])
         stage_dir = self.rundir.stage_dir(stage.name)
         # A shard redone after a kill may differ from what the killed run left (a failed request now
@@ -218,7 +218,7 @@ class Runner:
                 except OSError as exc:
                     raise os_error(exc, stage_dir / folder / name) from None
             files[f"{folder}/{name}"] = (len(rows), data)
-        manifest["shards"][str(i)] = shard_entry(
+        entry = shard_entry(
             stage_dir,
             files,
             rows=len(res.rows),
@@ -227,7 +227,8 @@ class Runner:
             counts=dict(res.counts),
             reject_reasons=dict(Counter(r.reason for r in res.rejects)),
         )
-        self.rundir.write_manifest(stage.name, manifest)
+        # one line appended to the stage's journal (O(1)); the manifest itself is written at the stage's end
+        self.rundir.record_shard(stage.name, manifest, i, entry)
 
     def _build_stage(self, stage: Stage, fp: str, input_data: str | None, cache: RequestCache) -> StageReport:
         manifest, action, damaged = self._stage_start(stage, fp, input_data)
