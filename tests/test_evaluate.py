@@ -361,3 +361,20 @@ def test_evaluate_never_imports_stages_or_the_runner():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_balanced_limit_takes_both_classes_in_file_order(shared_data: Path):
+    """ProcessBench lists erroneous solutions first: a plain --limit measures one class, --balanced both."""
+    file = shared_data / "processbench" / "gsm8k.json"
+    everything = load_items(file)
+    plain = load_items(file, limit=9)
+    assert all(i.label != -1 for i in plain)  # the first items of the file are all erroneous
+    balanced = load_items(file, limit=9, balanced=True)
+    wrong, right = [i for i in balanced if i.label != -1], [i for i in balanced if i.label == -1]
+    assert (len(wrong), len(right)) == (5, 4)
+    assert [i.id for i in wrong] == [i.id for i in everything if i.label != -1][:5]
+    assert [i.id for i in right] == [i.id for i in everything if i.label == -1][:4]
+    both = load_items(shared_data / "processbench", limit=4, balanced=True)
+    assert {(i.subset, i.label == -1) for i in both} == {(s, c) for s in ("gsm8k", "math") for c in (True, False)}
+    with pytest.raises(AmcError, match="--balanced needs --limit"):
+        load_items(file, balanced=True)
