@@ -7,6 +7,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import subprocess
+import sys
+import time
 import unittest.mock
 from pathlib import Path
 
@@ -397,3 +400,26 @@ def test_one_build_at_a_time_and_building_says_so(tmp_path):
     assert rd.building() is False
     with rd.lock():  # released: the next build takes it
         pass
+
+
+def test_a_build_in_another_process_is_seen_and_locks_this_one_out(tmp_path):
+    ready = tmp_path / "ready"
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom amc.engine.rundir import RunDir\n"
+        f"with RunDir({str(tmp_path / 'run')!r}).lock():\n"
+        f"    Path({str(ready)!r}).write_text('1')\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists()
+        rd = RunDir(tmp_path / "run")
+        assert rd.building() is True
+        with pytest.raises(AmcError, match="another build is running"):
+            rd.lock().__enter__()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rd.building() is False  # the operating system released the dead build's lock
