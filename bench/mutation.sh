@@ -8,7 +8,11 @@
 #   MODULE_TIMEOUT=600 bash bench/mutation.sh       # at most 10 minutes per module (unfinished mutants: "not run")
 #
 # Works on a scratch copy of the committed tree (git archive HEAD), so the checkout is never mutated, and prints
-# killed / total per module. AMC_MUTATION_DIR keeps the scratch copy somewhere known; JOBS sets parallel workers.
+# killed / total per module, and the score without the surviving mutants bench/mutation_equivalent.txt lists as
+# equivalent (no observable behaviour changes). AMC_MUTATION_DIR keeps the scratch copy somewhere known (a second
+# run there reuses the mutants and the test tracing and reruns every mutant of the modules named; mutmut does not
+# regenerate the mutants of a changed source file, so use a fresh folder after amc/ changes); JOBS sets
+# parallel workers, NICE the niceness (19: the box is shared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,7 +41,7 @@ for glob in "${globs[@]}"; do
   limit=${MODULE_TIMEOUT:-1200}
   # the first run also generates the mutants and traces which tests reach which function (minutes)
   [ "$first" = 1 ] && limit=$(( limit + ${STATS_TIMEOUT:-1200} )) && first=0
-  timeout "$limit" nice -n "${NICE:-15}" python -c '
+  timeout "$limit" nice -n "${NICE:-19}" python -c '
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
 sys.argv = ["mutmut", *sys.argv[1:]]

@@ -125,7 +125,7 @@ def test_the_engine_starts_only_on_a_miss_and_keys_use_the_given_names(tmp_path)
     assert other.started and len(started) == 1 and other.made == 1
     other.close()
     assert started[0].closed
-    with pytest.raises(ValueError, match="needs a backend or a factory"):
+    with pytest.raises(ValueError, match="^CachedBackend needs a backend or a factory$"):
         CachedBackend(None, cache)
 
 
@@ -213,3 +213,14 @@ def test_a_corrupt_file_and_an_unwritable_place_are_named_on_first_use(tmp_path)
     blocker.write_text("")
     with pytest.raises(CacheError, match="cannot be used"):
         RequestCache(blocker / "c.sqlite").get_many(["k"])
+
+
+def test_a_cache_whose_table_was_dropped_under_it_is_named_corrupt_at_every_use(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = RequestCache(path)
+    cache.put_many([("k", "v")])
+    with sqlite3.connect(path) as other:
+        other.execute("DROP TABLE responses")
+    for use in (lambda c: c.get_many(["k"]), lambda c: c.put_many([("k", "v")]), len):
+        with pytest.raises(CacheError, match=r"is corrupt \(no such table: responses\); remove it with `amc clean"):
+            use(cache)
