@@ -28,3 +28,12 @@ def test_every_stage_runs_on_transformers(tiny, tmp_path, fmt, all_on):
         and sum(reasons.values()) == built["manifests"]["critique"]["rejects"]
     )
     assert {p.generator for p in built["paths"] if p.strategy == "resample"} <= {str(tiny)}
+    manifests = built["manifests"]
+    assert manifests["critique"]["requests"]["made"] > 0
+    if fmt == "json":
+        # constrained to the schema (xgrammar), even the random model's critiques are JSON that parses, so the
+        # filter stage gets critiques, asks the actor for refinements and decides each critique
+        assert built["critiques"], reasons
+        assert all(c.parse_status in ("ok", "partial") for c in built["critiques"])
+        assert manifests["filter"]["requests"]["made"] > 0
+        assert len(built["decisions"]) == len(built["critiques"])
