@@ -110,3 +110,12 @@ def test_source_kinds(built, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainDataError, match="neither a run directory"):
         source_kind(tmp_path / "empty")
+
+
+def test_the_report_shows_a_small_learning_rate_as_it_is():
+    """A learning rate of 5e-05 was printed as 0.0001 (four decimals): the report must not misstate settings."""
+    from amc.train.report import _markdown
+
+    text = _markdown("SFT", {}, {"learning rate": [(1, 5e-05), (60, 8.3e-07)], "train loss": [(1, 1.0277)]}, [])
+    assert "learning rate: 5e-05 (step 1) -> 8.3e-07 (step 60)" in text
+    assert "train loss: 1.028 (step 1) -> 1.028 (step 1)" in text

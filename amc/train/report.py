@@ -81,7 +81,7 @@ def _markdown(title: str, summary: dict[str, Any], curves: dict[str, Curve], ima
     for name, points in curves.items():
         if points:
             first, last = points[0], points[-1]
-            lines.append(f"- {name}: {first[1]:.4f} (step {first[0]}) -> {last[1]:.4f} (step {last[0]})")
+            lines.append(f"- {name}: {first[1]:.4g} (step {first[0]}) -> {last[1]:.4g} (step {last[0]})")
     lines.append("")
     lines += [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
