@@ -10,9 +10,10 @@ they hold is :mod:`amc.steps`'s business.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sympy
 
@@ -145,6 +146,12 @@ def _digits(lit: str) -> str:
     return re.sub(r"\{,\}|[,  ]", "", lit)  # thousands separators: "1,000", "1{,}000", "1 000"
 
 
+@functools.lru_cache(maxsize=65536)
+def _rational(digits: str) -> sympy.Rational:
+    """``sympy.Rational`` of a literal's digits (immutable, so one object serves every occurrence)."""
+    return sympy.Rational(digits)
+
+
 def _tokenize(text: str, deadline: float = float("inf"), max_tokens: int | None = None) -> list[_Tok]:
     """Tokens of a step with spans into it; LaTeX spacing, ``$`` and ``\\left`` vanish. Stops after ``max_tokens``
     tokens (a deterministic budget) or at ``deadline``."""
@@ -170,17 +177,20 @@ def _tokenize(text: str, deadline: float = float("inf"), max_tokens: int | None 
             pass  # absurdly long literals are data, not arithmetic (and int() refuses > 4300 digits)
         elif kind == "num":
             lit = m.group("num")
-            tok = replace(
-                tok,
-                kind="NUM",
-                text=lit,
-                end=m.end("num"),
+            digits = _digits(lit)
+            tok = _Tok(  # built directly: dataclasses.replace was a tenth of tokenizing
+                "NUM",
+                lit,
+                s,
+                m.end("num"),
                 stop=e,
                 percent=m.group("pct") is not None,
-                value=sympy.Rational(_digits(lit)),
-                grouped=len(lit) > len(_digits(lit)),
+                value=_rational(digits),
+                grouped=len(lit) > len(digits),
                 decimals=len(lit.split(".")[1]) if "." in lit else 0,
                 approx=m.group("dots") is not None,
+                spaced=tok.spaced,
+                note=tok.note,
             )
             if m.group("rep"):  # 0.1\overline{6} is 1/6 exactly
                 digits, r = lit.replace(",", "").replace(".", ""), m.group("repd")

@@ -419,21 +419,45 @@ def claims(step: str, timeout: float | None = None) -> list[Claim]:
     >>> [(c.expr, c.result, c.true) for c in claims("20% of 50 = 10, and 10/3 = 3.33")]
     [('20% of 50', '10', True), ('10/3', '3.33', True)]
     """
+    # The same step is checked several times in a build (the symbolic strategy, the sim engine, the critique
+    # stage's hints): its claims are remembered. Claims are frozen and depend on the text alone; a check that
+    # outlives the guard raises and is not remembered. Under a guard other than the standard one (tests force
+    # it to 0) every call computes, so a forced guard still stops every step.
+    memo = timeout is None and LAST_RESORT_S == _STANDARD_GUARD_S
+    if memo and (hit := _CLAIMS_MEMO.get(step)) is not None:
+        return list(hit)
     deadline = time.monotonic() + (LAST_RESORT_S if timeout is None else timeout)
     found: list[Claim] = []
     for stream, note, echo in _streams(step, max_tokens=MAX_STEP_TOKENS):
         for c in _stream_claims(stream, step, deadline):
             found.append(c if note < 0 else replace(c, in_note=True, echo_span=echo))
+    if memo:
+        _remember(_CLAIMS_MEMO, step, tuple(found))
     return found
+
+
+_STANDARD_GUARD_S = LAST_RESORT_S
+_MEMO_SIZE = 4096  # steps remembered (a shard's paths hold a few hundred distinct steps)
+_CLAIMS_MEMO: dict[str, tuple[Claim, ...]] = {}
+_NUMBERS_MEMO: dict[str, tuple[Number, ...]] = {}
+
+
+def _remember(memo: dict, key: str, value: tuple) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        del memo[next(iter(memo))]  # the oldest entry first: dicts keep insertion order
+    memo[key] = value
 
 
 def numbers(text: str) -> list[Number]:
     """Every number literal of ``text`` (visible and in calculator notes), in order of position."""
-    return [
-        Number(t.text, (t.start, t.end), t.value, t.decimals, t.grouped, t.percent, t.note >= 0)
-        for t in _tokenize(text)
-        if t.kind == "NUM" and t.literal
-    ]
+    if (hit := _NUMBERS_MEMO.get(text)) is None:
+        hit = tuple(
+            Number(t.text, (t.start, t.end), t.value, t.decimals, t.grouped, t.percent, t.note >= 0)
+            for t in _tokenize(text)
+            if t.kind == "NUM" and t.literal
+        )
+        _remember(_NUMBERS_MEMO, text, hit)
+    return list(hit)
 
 
 def operators(text: str) -> list[tuple[tuple[int, int], str]]:

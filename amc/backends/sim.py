@@ -33,6 +33,7 @@ repeated), and ``AMC_SIM_DELAY`` (seconds) to slow it down.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import operator
 import os
@@ -56,6 +57,12 @@ _ANSWER = re.compile(rf"(The answer is\s*\$?)(-?{_NUM})", re.IGNORECASE)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
+# The helpers below are pure functions of their text; a build asks them about the same steps again and again (every
+# refinement of a critique, every rollout of a path), so their answers are remembered (bounded caches; Fractions
+# and match objects are immutable).
+
+
+@functools.lru_cache(maxsize=65536)
 def _num(text: str) -> Fraction:
     return Fraction(text.replace(",", "").replace("$", ""))
 
@@ -66,6 +73,7 @@ def _fmt(value: Fraction) -> str:
     return f"{float(value):.2f}".rstrip("0").rstrip(".")
 
 
+@functools.lru_cache(maxsize=65536)
 def _eval(expr: str) -> Fraction | None:
     """Exact value of a plain arithmetic expression, or None."""
     clean = expr.replace("$", "").replace(",", "").replace("×", "*").replace("÷", "/")
@@ -88,6 +96,7 @@ def _eval(expr: str) -> Fraction | None:
         return None
 
 
+@functools.lru_cache(maxsize=65536)
 def _equation(line: str) -> re.Match[str] | None:
     matches = list(_EQ.finditer(line))
     return matches[-1] if matches else None
@@ -182,6 +191,7 @@ def _wrong_operator(line: str, rng: random.Random) -> str | None:
     return line[: eq.start("expr")] + new_expr + middle + _fmt(value) + line[eq.end("res") :]
 
 
+@functools.lru_cache(maxsize=65536)
 def _fixed(line: str) -> str:
     """The line with its equation's result recomputed correctly."""
     eq = _equation(line)
@@ -189,6 +199,17 @@ def _fixed(line: str) -> str:
     if not eq or value is None:
         return line
     return line[: eq.start("res")] + _fmt(value) + line[eq.end("res") :]
+
+
+@functools.lru_cache(maxsize=8192)
+def _fixed_from(steps: tuple[str, ...], start: int) -> tuple[str, ...]:
+    """``steps`` with every equation from ``start`` on recomputed, each fix carried through the later steps."""
+    out = list(steps)
+    for j in range(start, len(out)):
+        fixed = _fixed(out[j])
+        if fixed != out[j]:
+            out = carry(out, j, fixed)
+    return tuple(out)
 
 
 def reference_steps(solution: str | None, answer: str) -> list[str]:
@@ -250,7 +271,7 @@ class SimBackend:
             answers = []
             for j in range(req.params.n):
                 text = handler(req.context, random.Random(f"{req.params.seed}-{j}"))
-                answers.append(self._faults(task, req.context, text, random.Random(f"{req.params.seed}-{j}-fault")))
+                answers.append(self._faults(task, req.context, text, f"{req.params.seed}-{j}-fault"))
             prompt_tokens = sum(len(m.content.split()) for m in req.messages)
             out.append(
                 GenerationResponse(
@@ -270,11 +291,12 @@ class SimBackend:
     def _rate(self, rates: dict[str, float], task: str) -> float:
         return rates.get(task, rates.get("*", 0.0))
 
-    def _faults(self, task: str, c: dict[str, Any], text: str, rng: random.Random) -> tuple[str, FinishReason]:
+    def _faults(self, task: str, c: dict[str, Any], text: str, seed: str) -> tuple[str, FinishReason]:
         """The completion as a faulty model would end it: malformed, or cut off by ``max_tokens`` after running on
         past its answer (so a cut-off text may still state the right answer: only ``finish_reason`` tells)."""
         if not (self.malformed or self.truncate):
             return text, "stop"
+        rng = random.Random(seed)  # seeded only when faults are on: seeding a generator costs as much as a task
         if rng.random() < self._rate(self.malformed, task):
             return malformed(task, c, text), "stop"
         if rng.random() < self._rate(self.truncate, task):
@@ -353,12 +375,8 @@ class SimBackend:
     def _task_rollout(self, c: dict[str, Any], rng: random.Random) -> str:
         """Finish a path from its first i+1 steps: the later steps are recomputed from the prefix's values, so a
         prefix that already holds a mistake leads to a wrong answer; the actor may also slip on its own."""
-        steps: list[str] = list(c["path_steps"])
         i = len(c["steps"]) - 1
-        for j in range(i + 1, len(steps)):
-            fixed = _fixed(steps[j])
-            if fixed != steps[j]:
-                steps = carry(steps, j, fixed)
+        steps = list(_fixed_from(tuple(c["path_steps"]), i + 1))
         later = [j for j in range(i + 1, len(steps) - 1) if _equation(steps[j])]
         if later and rng.random() < self.error_rate:
             j = rng.choice(later)
@@ -378,8 +396,4 @@ class SimBackend:
             return "\n".join(steps)  # the critique was ignored
         first = c.get("first_error_step")
         start = first if first is not None and first >= 0 else 0
-        for j in range(start, len(steps)):
-            fixed = _fixed(steps[j])
-            if fixed != steps[j]:
-                steps = carry(steps, j, fixed)
-        return "\n".join(steps)
+        return "\n".join(_fixed_from(tuple(steps), start))

@@ -7,6 +7,7 @@ shard of a stage as one table.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,8 +61,10 @@ def arrow_fields(model: type[BaseModel]) -> list[pa.Field]:
     return fields
 
 
+@functools.lru_cache(maxsize=256)
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    """The Arrow schema of a record kind, e.g. ``arrow_schema(ReasoningPath)``."""
+    """The Arrow schema of a record kind, e.g. ``arrow_schema(ReasoningPath)``: built once per record kind (it
+    was a quarter of encoding a shard), a schema being immutable."""
     return pa.schema(arrow_fields(model))
 
 

@@ -1,10 +1,10 @@
-"""Seeded multi-step arithmetic word problems with sympy-checked answers and one-equation-per-line solutions.
+"""Seeded multi-step arithmetic word problems with exactly checked answers and one-equation-per-line solutions.
 
 Difficulty is the number of arithmetic steps. Each problem follows one quantity through a short story (shopping,
 travel, baking, saving): every step applies one operation (+ - * /) to the previous result and a new number, and
 the solution states it as a plain equation ("... so she has 3 * 12 = 36 pencils."). Numbers are chosen so every
-result is a positive integer (divisions only by exact divisors), each result is computed with sympy ``Rational``
-and the whole chain is re-evaluated as one sympy expression, so a wrong reference answer cannot be generated.
+result is a positive integer (divisions only by exact divisors), each result is computed with exact fractions
+and the whole chain is re-evaluated as one expression, so a wrong reference answer cannot be generated.
 
 Problem ``i`` draws from its own generator seeded by (seed, i): the same seed gives byte-identical problems, and
 asking for more problems never changes the first ones.
@@ -12,10 +12,11 @@ asking for more problems never changes the first ones.
 
 from __future__ import annotations
 
+import ast
+import operator
 import random
 from dataclasses import dataclass, field
-
-import sympy
+from fractions import Fraction
 
 from amc.config import SyntheticSource
 from amc.errors import ConfigError
@@ -469,13 +470,30 @@ NAMES: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+_EXACT = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
 def _apply(sym: str, x: int, n: int) -> int:
     """The step's result, computed exactly; anything but a positive integer is a generator bug, not data."""
-    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
-    value = ops[sym](sympy.Rational(x), sympy.Rational(n))
-    if not (value.is_integer and value > 0):
+    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+    value = ops[sym](Fraction(x), Fraction(n))
+    if not (value.denominator == 1 and value > 0):
         raise AssertionError(f"synthetic step {x} {sym} {n} = {value} is not a positive integer")
     return int(value)
+
+
+def _evaluate(expression: str) -> Fraction:
+    """The exact value of a chain written as one expression of integers, + - * / and parentheses (exact
+    fractions: sympy's parser took most of the time of generating a problem)."""
+
+    def walk(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.BinOp) and type(node.op) in _EXACT:
+            return _EXACT[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return Fraction(node.value)
+        raise AssertionError(f"synthetic chain {expression!r} is not integer arithmetic")
+
+    return walk(ast.parse(expression, mode="eval").body)
 
 
 def _operand(rng: random.Random, op: Op, x: int) -> int | None:
@@ -536,7 +554,7 @@ def generate_problem(index: int, seed: int, steps: int) -> Problem:
         expression = f"({expression} {op.sym} {n})"
         x, phase = r, op.to or phase
     # Independent check: the chain re-evaluated as one expression must give the same answer.
-    if sympy.sympify(expression) != x:
+    if _evaluate(expression) != x:
         raise AssertionError(f"synthetic chain {expression} does not evaluate to {x}")
     story.append(_render(theme.phases[phase].ask, pronouns))
     lines.append(f"The answer is {x}.")

@@ -41,6 +41,7 @@ class StageContext:
     cfg: PipelineConfig
     get_backend: Callable[[Any], Generator]
     problems: dict[str, Problem] = field(default_factory=dict)
+    _templates: dict[str, Template] = field(default_factory=dict, repr=False, compare=False)
 
     def backend(self, role: str | ModelConfig) -> Generator:
         """The cache-wrapped engine of a role ('actor', 'injector', 'annotator') or of an explicit model block."""
@@ -50,7 +51,10 @@ class StageContext:
         return derive_seed(self.cfg.seed, *parts)
 
     def template(self, name: str) -> Template:
-        return load_template(name, self.cfg.prompts_dir)
+        # read once per context (a shard), not once per request
+        if (found := self._templates.get(name)) is None:
+            found = self._templates[name] = load_template(name, self.cfg.prompts_dir)
+        return found
 
 
 @dataclass
