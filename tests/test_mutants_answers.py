@@ -195,10 +195,11 @@ def test_bare_latex_gets_a_math_environment(text, wrapped):
 
 
 def test_the_math_verify_comparison_in_a_worker():
-    assert answers._mv_verify("\\dfrac{1}{2}", "0.5", 5.0) is True
-    assert answers._mv_verify("x^2 + 2x + 1", "(x+1)^2", 5.0) is True
-    assert answers._mv_verify("\\sqrt{2}", "2", 5.0) is False
-    assert answers._mv_verify("\\frac{1}{2}", "", 5.0) is False  # nothing parsed: not equivalent
+    # a guard far beyond these comparisons' cost, so that a loaded machine cannot make them undecided
+    assert answers._mv_verify("\\dfrac{1}{2}", "0.5", 600.0) is True
+    assert answers._mv_verify("x^2 + 2x + 1", "(x+1)^2", 600.0) is True
+    assert answers._mv_verify("\\sqrt{2}", "2", 600.0) is False
+    assert answers._mv_verify("\\frac{1}{2}", "", 600.0) is False  # nothing parsed: not equivalent
     assert answers._mv_parse("\\dfrac{1}{2}") and answers._mv_parse("$x$")
 
 
