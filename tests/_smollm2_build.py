@@ -43,12 +43,22 @@ def rows(run_dir: Path, stage: str, part: str, kind: type) -> list[Any]:
     return [r for f in files for r in read_records(f, kind)]
 
 
+# The filter refines every critique in these builds (the verdict rule would drop most of a weak model's critiques
+# before any refinement is asked for), so that the filter stage's requests run on real output too.
+REFINE_EVERY_CRITIQUE = ("stages.filter.rules.verdict_matches=false",)
+
+
 def check_every_stage(run_dir: Path) -> None:
-    """Every stage is done and produced rows or rejects; every reject carries a reason; the funnel is recorded."""
+    """Every stage is done and produced rows or rejects; every reject carries a reason; the funnel is recorded;
+    every stage after ``problems`` asked the engine (a fresh build: nothing came from a cache) and wrote rows."""
     for stage in STAGES:
         m = manifest(run_dir, stage)
         assert m["status"] == "done", (stage, m["status"])
         assert m["rows"] + m["rejects"] + m.get("dropped", 0) > 0, f"{stage} produced nothing"
+        if stage != "problems":
+            assert m["requests"]["made"] > 0, f"{stage} made no engine request: {m['requests']}"
+        if stage != "filter":
+            assert m["rows"] > 0, f"{stage} wrote no row"
         rejects = rows(run_dir, stage, "rejects", Reject)
         assert len(rejects) == m["rejects"]
         assert all(r.reason for r in rejects), stage

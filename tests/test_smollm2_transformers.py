@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _smollm2_build import ROOT, build, check_every_stage, parse_rate, rows  # noqa: E402
+from _smollm2_build import REFINE_EVERY_CRITIQUE, ROOT, build, check_every_stage, parse_rate, rows  # noqa: E402
 
 from amc.config import load_config  # noqa: E402
 from amc.publish.exports import sft_critic_rows  # noqa: E402
@@ -32,6 +32,7 @@ ONE_PROBLEM = (
     "stages.critique.sampling.max_tokens=512",
     "stages.filter.n=1",
     "stages.filter.sampling.max_tokens=128",
+    *REFINE_EVERY_CRITIQUE,
 )
 
 

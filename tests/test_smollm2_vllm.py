@@ -22,7 +22,9 @@ except Exception as exc:  # ImportError, or a broken install
     pytest.skip(f"vllm is not importable here ({exc}); run scripts/setup_vllm_env.sh", allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _smollm2_build import build, check_every_stage, parse_rate  # noqa: E402
+from _smollm2_build import REFINE_EVERY_CRITIQUE, build, check_every_stage, parse_rate, rows  # noqa: E402
+
+from amc.records import ReasoningPath  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -37,6 +39,7 @@ SMALL = (
     "stages.critique.sampling.max_tokens=1536",  # bounded JSON: 2-10 steps take 200-1300 tokens with this model
     "stages.filter.n=1",
     "stages.filter.sampling.max_tokens=192",
+    *REFINE_EVERY_CRITIQUE,
 )
 
 
@@ -44,6 +47,8 @@ def test_smollm2_builds_every_stage_on_vllm_cpu_with_parsable_json_critiques(tmp
     run = tmp_path / "run"
     summary = build("pipelines/smollm2_cpu.yaml", run, *SMALL)
     check_every_stage(run)
+    sampled = [p for p in rows(run, "sample", "data", ReasoningPath) if p.strategy != "reference"]
+    assert sampled and all(p.generator for p in sampled)  # the model's own solutions became paths
     rate, counts = parse_rate(run)
     print("build seconds", summary["seconds"], "critique parse counts", json.dumps(counts))
     assert counts["outputs"] >= 8, counts  # enough critiques for the rate to mean something
