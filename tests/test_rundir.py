@@ -417,6 +417,32 @@ def test_a_stage_killed_with_a_journal_resumes_from_it_and_cleaning_removes_it(t
     assert rd.remove_stage("critique") > 0 and not (run_dir / "critique").exists()
 
 
+def test_status_of_a_killed_stage_counts_the_rejects_and_drops_of_its_finished_shards(tmp_path):
+    """A stage's totals are written when it ends: `amc status` of a killed build showed 0 rejects for a stage whose
+    finished shards had rejected hundreds of paths. Until the end they are the sums of the finished shards."""
+    run_dir = tmp_path / "run"
+    sets = ("source.count=24", "shard_size=2")
+    Runner(_cfg(run_dir, *sets), show_progress=False).build("filter")
+    rd = RunDir(run_dir)
+    for stage, key in (
+        ("filter", "dropped"),
+        ("inject", "rejects"),
+    ):  # downstream first: a partial stage makes those after it stale
+        full = rd.read_manifest(stage)
+        start = {k: v for k, v in full.items() if k in ("stage", "fingerprint", "input_data", "num_shards", "config")}
+        start.update(status="partial", shards={})
+        rd.write_manifest(stage, start)
+        for i in range(4):
+            rd.record_shard(stage, start, i, full["shards"][str(i)])
+        done = [full["shards"][str(i)] for i in range(4)]
+        status = run_status(_cfg(run_dir, *sets))["stages"][stage]
+        assert status["state"] == "partial" and status["shards"] == f"4/{full['num_shards']}"
+        assert status[key] == sum(e[key] for e in done) > 0, (stage, status)
+        assert status["rows"] == sum(e["rows"] for e in done)
+        if key == "rejects":
+            assert sum(status["rejects_by_reason"].values()) == status["rejects"]
+
+
 # ------------------------------------------------------------------------------------------------ lock
 def test_a_killed_builds_leftover_child_does_not_lock_its_rerun_out(tmp_path):
     """The build lock is a POSIX record lock: a child forked while it was held (grading pool, forked workers)

@@ -31,14 +31,20 @@ def run_status(cfg: PipelineConfig, verify: bool = False) -> dict[str, Any]:
             stages[name] = {"state": "missing"}
             continue
         shards = m.get("shards", {})
+        # a stage's totals are written when it ends; until then they are the sums of its finished shards
+        finished = m.get("status") == "done"
+        reasons: dict[str, int] = {}
+        for entry in shards.values():
+            for reason, count in (entry.get("reject_reasons") or {}).items():
+                reasons[reason] = reasons.get(reason, 0) + count
         stages[name] = {
             "state": state,
             "shards": f"{len(shards)}/{m.get('num_shards', 0)}",
             "rows": m.get("rows", sum(s.get("rows", 0) for s in shards.values())),
-            "rejects": m.get("rejects", 0),
-            "dropped": m.get("dropped", 0),
+            "rejects": m.get("rejects", 0) if finished else sum(s.get("rejects", 0) for s in shards.values()),
+            "dropped": m.get("dropped", 0) if finished else sum(s.get("dropped", 0) for s in shards.values()),
             "funnel": m.get("funnel", {}),
-            "rejects_by_reason": m.get("rejects_by_reason", {}),
+            "rejects_by_reason": m.get("rejects_by_reason", {}) if finished else reasons,
             "requests": m.get("requests", {}),
         }
         if damaged:
