@@ -43,6 +43,7 @@ import json
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +94,24 @@ def data_hash(manifest: dict[str, Any]) -> str:
     for idx in sorted(manifest.get("shards", {}), key=int):
         parts.append(f"{idx}:{manifest['shards'][idx].get('sha256')}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def stage_totals(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A stage's totals summed over its shard entries: rows, rejects, dropped, funnel and rejects_by_reason. What
+    the manifest records when the stage ends, and the running totals of a stage still partial."""
+    shards = manifest.get("shards", {}).values()
+    funnel: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for s in shards:
+        funnel.update(s.get("counts", {}))
+        reasons.update(s.get("reject_reasons", {}))
+    return {
+        "rows": sum(s.get("rows", 0) for s in shards),
+        "rejects": sum(s.get("rejects", 0) for s in shards),
+        "dropped": sum(s.get("dropped", 0) for s in shards),
+        "funnel": dict(sorted(funnel.items())),
+        "rejects_by_reason": dict(sorted(reasons.items())),
+    }
 
 
 def retryable_rejects(manifest: dict[str, Any]) -> int:

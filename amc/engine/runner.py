@@ -43,6 +43,7 @@ from amc.engine.rundir import (
     os_error,
     retryable_rejects,
     shard_entry,
+    stage_totals,
 )
 from amc.engine.store import atomic_write_bytes, encode_records, read_records, shard_name
 from amc.records import Reject
@@ -295,22 +296,11 @@ class Runner:
                 usage.update(out.usage)
                 advance()
 
-        shards = manifest["shards"].values()
-        funnel: Counter[str] = Counter()
-        for s in shards:
-            funnel.update(s["counts"])
-        rejects_by_reason: Counter[str] = Counter()
-        for s in shards:
-            rejects_by_reason.update(s["reject_reasons"])
         retryable = retryable_rejects(manifest)
         manifest.update(
             {
                 "status": "incomplete" if retryable else "done",
-                "rows": sum(s["rows"] for s in shards),
-                "rejects": sum(s["rejects"] for s in shards),
-                "dropped": sum(s["dropped"] for s in shards),
-                "funnel": dict(sorted(funnel.items())),
-                "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+                **stage_totals(manifest),
                 "requests": {"made": made, "cached": cached, "failed": failed},
                 "usage": dict(usage),
                 "data_hash": data_hash(manifest),

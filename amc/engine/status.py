@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from amc.config import PipelineConfig
-from amc.engine.rundir import RunDir, data_hash, retryable_rejects
+from amc.engine.rundir import RunDir, data_hash, retryable_rejects, stage_totals
 from amc.engine.runner import expected_fingerprints
 
 
@@ -32,19 +32,15 @@ def run_status(cfg: PipelineConfig, verify: bool = False) -> dict[str, Any]:
             continue
         shards = m.get("shards", {})
         # a stage's totals are written when it ends; until then they are the sums of its finished shards
-        finished = m.get("status") == "done"
-        reasons: dict[str, int] = {}
-        for entry in shards.values():
-            for reason, count in (entry.get("reject_reasons") or {}).items():
-                reasons[reason] = reasons.get(reason, 0) + count
+        totals = m if m.get("status") == "done" else stage_totals(m)
         stages[name] = {
             "state": state,
             "shards": f"{len(shards)}/{m.get('num_shards', 0)}",
-            "rows": m.get("rows", sum(s.get("rows", 0) for s in shards.values())),
-            "rejects": m.get("rejects", 0) if finished else sum(s.get("rejects", 0) for s in shards.values()),
-            "dropped": m.get("dropped", 0) if finished else sum(s.get("dropped", 0) for s in shards.values()),
+            "rows": m.get("rows", totals.get("rows", 0)),
+            "rejects": totals.get("rejects", 0),
+            "dropped": totals.get("dropped", 0),
             "funnel": m.get("funnel", {}),
-            "rejects_by_reason": m.get("rejects_by_reason", {}) if finished else reasons,
+            "rejects_by_reason": totals.get("rejects_by_reason", {}),
             "requests": m.get("requests", {}),
         }
         if damaged:
