@@ -82,7 +82,7 @@ class _RowSampler:
         eos: int = 0,
     ):
         self.params, self.generators = params, generators
-        self.matchers = matchers if matchers and any(m is not None for m in matchers) else None
+        self.matchers = matchers  # None when no row of the batch is constrained
         self.eos = eos
         self._bitmask: Any = None
 
@@ -94,7 +94,7 @@ class _RowSampler:
         if self._bitmask is None:
             self._bitmask = xgr.allocate_token_bitmask(scores.shape[0], scores.shape[1])
         live, done = [], set()
-        for r, matcher in enumerate(self.matchers or []):
+        for r, matcher in enumerate(self.matchers or []):  # called only when there are matchers
             if matcher is None:
                 continue
             if matcher.is_terminated():
