@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from _scripted import Scripted, inject_path
 
-from amc.backends.base import Completion, GenerationRequest, GenerationResponse
+from amc.backends.base import GenerationRequest
 from amc.backends.sim import SimBackend
 from amc.config import ModelConfig, config_from_dict
 from amc.critique_format import render_json, render_text
@@ -27,45 +26,7 @@ PROBLEM = Problem(
 
 
 def _path(**kw) -> ReasoningPath:
-    base = dict(
-        id="p0/inject/0",
-        problem_id="p0",
-        question="Pens?",
-        reference_answer="10",
-        steps=STEPS,
-        predicted_answer="11",
-        correct=False,
-        strategy="inject",
-        generator="g",
-        error_step=1,
-        error_type="calculation",
-    )
-    base.update(kw)
-    return ReasoningPath(**base)
-
-
-class Scripted:
-    """A real object speaking the engine protocol, answering from a function; records what it was asked."""
-
-    engine = "scripted"
-    model = "scripted"
-    revision = None
-
-    def __init__(self, answer: Callable[[GenerationRequest, int], str]):
-        self.answer = answer
-        self.seen: list[GenerationRequest] = []
-
-    def generate(self, requests):
-        self.seen.extend(requests)
-        return [
-            GenerationResponse(
-                request_id=r.id, completions=[Completion(text=self.answer(r, j)) for j in range(r.params.n)]
-            )
-            for r in requests
-        ]
-
-    def close(self):
-        pass
+    return inject_path(**{"steps": STEPS, **kw})
 
 
 def _ctx(backend, **overrides) -> StageContext:

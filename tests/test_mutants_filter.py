@@ -4,12 +4,10 @@ undecided. Written for the mutants bench/mutation.sh found surviving (issue 16).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from _scripted import Scripted, inject_path
 
 import amc.stages.filter as filter_module
-from amc.backends.base import Completion, GenerationRequest, GenerationResponse
 from amc.config import FilterRules, config_from_dict
 from amc.records import Critique, Problem, ReasoningPath, StepVerdict
 from amc.stages.base import StageContext
@@ -22,21 +20,7 @@ PROBLEM = Problem(id="p0", question="Pens?", answer="10", source="t", solution=G
 
 
 def _path(pid: str = "p0/inject/0", **kw) -> ReasoningPath:
-    base = dict(
-        id=pid,
-        problem_id="p0",
-        question="Pens?",
-        reference_answer="10",
-        steps=STEPS,
-        predicted_answer="11",
-        correct=False,
-        strategy="inject",
-        generator="g",
-        error_step=1,
-        error_type="calculation",
-    )
-    base.update(kw)
-    return ReasoningPath(**base)
+    return inject_path(**{"steps": STEPS, "id": pid, **kw})
 
 
 def _critique(cid: str = "p0/inject/0/c0", **kw) -> Critique:
@@ -54,40 +38,13 @@ def _critique(cid: str = "p0/inject/0/c0", **kw) -> Critique:
     return Critique(**base)
 
 
-class Engine:
-    """Answers completion j of each request as ``answer(request, j)`` gives: a text, or (text, finish_reason), or
-    None for a failed request."""
-
-    engine, model, revision = "scripted", "scripted", None
-
-    def __init__(self, answer: Callable[[GenerationRequest, int], object]):
-        self.answer = answer
-        self.seen: list[GenerationRequest] = []
-
-    def generate(self, requests):
-        self.seen.extend(requests)
-        out = []
-        for r in requests:
-            got = [self.answer(r, j) for j in range(r.params.n)]
-            if any(g is None for g in got):
-                out.append(GenerationResponse(request_id=r.id, error="HTTP 500"))
-                continue
-            comps = [Completion(text=g, finish_reason="stop") if isinstance(g, str) else Completion(text=g[0],
-                     finish_reason=g[1]) for g in got]  # fmt: skip
-            out.append(GenerationResponse(request_id=r.id, completions=comps))
-        return out
-
-    def close(self):
-        pass
-
-
 def _ctx(engine, **stage) -> StageContext:
     cfg = config_from_dict({"name": "t", "seed": 7, "stages": {"filter": stage}})
     return StageContext(cfg=cfg, get_backend=lambda role: engine, problems={"p0": PROBLEM})
 
 
 def _run(critiques, answer=lambda r, j: GOOD, **stage):
-    engine = Engine(answer)
+    engine = Scripted(answer)
     return FilterStage().run(critiques, _ctx(engine, **stage)), engine
 
 
@@ -213,7 +170,7 @@ def test_an_undecided_refinement_is_neither_kept_nor_dropped(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ step labels
 def _labels(answer, paths, rollouts=2):
-    engine = Engine(answer)
+    engine = Scripted(answer)
     ctx = _ctx(engine, step_labels={"enabled": True, "rollouts": rollouts})
     return step_labels(paths, ctx), engine
 
@@ -268,7 +225,7 @@ def test_a_failed_rollout_request_or_an_undecided_rollout_costs_its_path_the_lab
 
 def test_the_stage_labels_each_critiqued_path_once_and_counts_them():
     twins = [_critique(), _critique("p0/inject/0/c1", raw="b")]
-    engine = Engine(lambda r, j: GOOD if r.id.endswith("/refine") else "The answer is 10.")
+    engine = Scripted(lambda r, j: GOOD if r.id.endswith("/refine") else "The answer is 10.")
     res = FilterStage().run(twins, _ctx(engine, step_labels={"enabled": True, "rollouts": 1}))
     assert [lab.id for lab in res.extra["step_labels"]] == ["p0/inject/0"] and res.counts["step_labels"] == 1
     assert sum(r.id.count("/rollout/") for r in engine.seen) == 3
