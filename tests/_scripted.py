@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse
-from amc.records import ReasoningPath
+from amc.records import Critique, ReasoningPath, StepVerdict
 
 
 class Scripted:
@@ -54,3 +54,20 @@ def inject_path(**kw: Any) -> ReasoningPath:
     )
     base.update(kw)
     return ReasoningPath(**base)
+
+
+def critique_of(**kw: Any) -> Critique:
+    """A parsed critique (pass its ``path``) that finds the error: step 1 Wrong, every other step of the path
+    Correct, final Wrong; any field can be overridden."""
+    path = kw["path"]
+    base: dict[str, Any] = dict(
+        id="p0/inject/0/c0",
+        annotator="a",
+        step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(path.steps)],
+        first_error_step=1,
+        final_verdict=False,
+        raw="critique text",
+        parse_status="ok",
+    )
+    base.update(kw)
+    return Critique(**base)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _scripted import Scripted, inject_path
+from _scripted import Scripted, critique_of, inject_path
 
 from amc.backends.base import GenerationRequest
 from amc.backends.sim import SimBackend
@@ -141,18 +141,7 @@ def test_share_of_correct_paths_is_critiqued():
 
 # ------------------------------------------------------------------------------------------------ filter rules
 def _critique(**kw) -> Critique:
-    base = dict(
-        id="p0/inject/0/c0",
-        path=_path(),
-        annotator="a",
-        step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
-        first_error_step=1,
-        final_verdict=False,
-        raw="critique text",
-        parse_status="ok",
-    )
-    base.update(kw)
-    return Critique(**base)
+    return critique_of(**{"path": _path(), **kw})
 
 
 GOOD = "3 * 4 = 12\n12 - 2 = 10\nThe answer is 10."

@@ -5,11 +5,11 @@ undecided. Written for the mutants bench/mutation.sh found surviving (issue 16).
 from __future__ import annotations
 
 import pytest
-from _scripted import Scripted, inject_path
+from _scripted import Scripted, critique_of, inject_path
 
 import amc.stages.filter as filter_module
 from amc.config import FilterRules, config_from_dict
-from amc.records import Critique, Problem, ReasoningPath, StepVerdict
+from amc.records import Critique, Problem, ReasoningPath
 from amc.stages.base import StageContext
 from amc.stages.filter import FilterStage, is_shortcut, rule_violation, step_labels
 
@@ -24,18 +24,7 @@ def _path(pid: str = "p0/inject/0", **kw) -> ReasoningPath:
 
 
 def _critique(cid: str = "p0/inject/0/c0", **kw) -> Critique:
-    base = dict(
-        id=cid,
-        path=_path(),
-        annotator="a",
-        step_verdicts=[StepVerdict(index=i, step=s, correct=i != 1) for i, s in enumerate(STEPS)],
-        first_error_step=1,
-        final_verdict=False,
-        raw="critique text",
-        parse_status="ok",
-    )
-    base.update(kw)
-    return Critique(**base)
+    return critique_of(**{"path": _path(), "id": cid, **kw})
 
 
 def _ctx(engine, **stage) -> StageContext:
