@@ -16,7 +16,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from amc.config import load_config
 from amc.engine.runner import Runner
@@ -50,6 +51,19 @@ def chromium_driver(profile: str) -> webdriver.Chrome:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def follow(browser: webdriver.Chrome, element) -> None:
+    """Click something that loads a new page and wait until that page has replaced the old one.
+
+    A click on a submit button or a link returns before the browser has navigated; reading `current_url` or finding
+    elements straight after it races the navigation (CI once read the old URL on a loaded machine).
+    """
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(browser, 60)
+    wait.until(EC.staleness_of(old))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +102,10 @@ def test_overview_filter_to_dropped_open_one_check_colours_and_reason(run_dir, b
     images = browser.find_elements(By.CSS_SELECTOR, "img.plot")
     assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
 
-    browser.find_element(By.ID, "nav-rows").click()
+    follow(browser, browser.find_element(By.ID, "nav-rows"))
     Select(browser.find_element(By.ID, "f-stage")).select_by_value("filter")
     Select(browser.find_element(By.ID, "f-status")).select_by_value("dropped")
-    browser.find_element(By.ID, "apply").click()
+    follow(browser, browser.find_element(By.ID, "apply"))
     assert "status=dropped" in browser.current_url
     assert int(browser.find_element(By.ID, "total").text) == len(dropped)
     statuses = {b.text for b in browser.find_elements(By.CSS_SELECTOR, "#rows .badge")}
@@ -103,7 +117,7 @@ def test_overview_filter_to_dropped_open_one_check_colours_and_reason(run_dir, b
         (link.text for link in links if len({v.correct for v in dropped[link.text].critique.step_verdicts}) == 2),
         links[0].text,
     )
-    browser.find_element(By.LINK_TEXT, target).click()
+    follow(browser, browser.find_element(By.LINK_TEXT, target))
     decision = dropped[target]
     assert browser.find_element(By.ID, "row-id").text == target
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(browser.current_url).query)["id"] == [target]
