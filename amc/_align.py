@@ -80,6 +80,21 @@ def _monotone(scores: list[list[float]]) -> list[int]:
     return path[::-1]
 
 
+def _verbatim(norms: list[str], norm_steps: list[str]) -> bool:
+    """Whether the verdicts repeat the first steps word for word, one each, in order, on distinct steps.
+
+    Then the alignment is known without comparing every pair: each such verdict scores 1 on its own step and
+    less than 1 on any other (the steps differ, and only identical texts score 1), and the diagonal also earns
+    the most new-step bonuses, so it is the one best monotone path. The same anchors as the full comparison,
+    without its quadratic matcher work (the common case: annotators that repeat each step before judging it).
+    """
+    return (
+        len(norms) <= len(norm_steps)
+        and all(norm and norm == step for norm, step in zip(norms, norm_steps, strict=False))
+        and len(set(norm_steps)) == len(norm_steps)
+    )
+
+
 def _align(rows: list[_Row], steps: list[str] | None, problems: list[str]) -> list[StepVerdict]:
     """Give each verdict its path index: the step its sentence repeats, else the stated step number, else order.
 
@@ -93,11 +108,12 @@ def _align(rows: list[_Row], steps: list[str] | None, problems: list[str]) -> li
         problems.append(f"{len(rows)} verdicts on {len(steps)} steps: too many to match by text, aligned by order")
     elif rows and steps:
         norm_steps = [_normalise(s, _STEP_CHARS) for s in steps]
-        scores = []
-        for sentence, *_ in rows:
-            norm = _normalise(sentence, _SENTENCE_CHARS) if sentence else ""
-            scores.append([s if (s := _similarity(norm, t)) >= _MATCH_AT else 0.0 for t in norm_steps])
-        anchors = {i: j for i, j in enumerate(_monotone(scores)) if scores[i][j] > 0}
+        norms = [_normalise(sentence, _SENTENCE_CHARS) if sentence else "" for sentence, *_ in rows]
+        if _verbatim(norms, norm_steps):
+            anchors = dict(enumerate(range(len(norms))))
+        else:
+            scores = [[s if (s := _similarity(norm, t)) >= _MATCH_AT else 0.0 for t in norm_steps] for norm in norms]
+            anchors = {i: j for i, j in enumerate(_monotone(scores)) if scores[i][j] > 0}
     verdicts: list[StepVerdict] = []
     last = -1
     for i, (sentence, number, correct, why) in enumerate(rows):

@@ -71,3 +71,39 @@ def test_the_compiled_matcher_aligns_exactly_as_difflib():
             difflib.SequenceMatcher(None, a, b, autojunk=False),
         )
         assert ours.get_matching_blocks() == theirs.get_matching_blocks() and ours.ratio() == theirs.ratio()
+
+
+def test_verdicts_that_repeat_their_steps_verbatim_align_as_the_full_comparison_does(monkeypatch):
+    """The shortcut for verbatim repetitions gives the anchors every pairwise comparison gives, including steps that
+    differ by one character (ratio above 0.9), steps contained in others, and repeated steps (no shortcut)."""
+    import random
+
+    from amc import _align
+
+    rng = random.Random(7)
+    words = ["12 + 3 = 15", "15 * 2 = 30", "so", "the", "total", "is", "$30", "x", "=", "4", "apples", "\\frac{1}{2}"]
+    taken = 0
+    for _ in range(400):
+        steps = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 7))]
+        if rng.random() < 0.3:  # near duplicates: one character more, or a step inside another
+            i = rng.randrange(len(steps))
+            steps.append(steps[i] + rng.choice(["0", " and more"]))
+        rng.shuffle(steps)
+        k = rng.randint(1, len(steps))
+        said = [steps[i] + (" 5" if rng.random() < 0.1 else "") for i in range(k)]  # a few not quite verbatim
+        rows = [
+            (rng.choice(["", f"Step {i + 1}: ", "**"]) + s, i + 1, rng.random() < 0.5, "why")
+            for i, s in enumerate(said)
+        ]
+        fast_problems: list[str] = []
+        fast = _align._align(rows, steps, fast_problems)
+        taken += _align._verbatim(
+            [_align._normalise(r[0], _align._SENTENCE_CHARS) for r in rows],
+            [_align._normalise(s, _align._STEP_CHARS) for s in steps],
+        )
+        with monkeypatch.context() as m:
+            m.setattr(_align, "_verbatim", lambda *a: False)
+            full_problems: list[str] = []
+            full = _align._align(rows, steps, full_problems)
+        assert fast == full and fast_problems == full_problems, (rows, steps)
+    assert 100 < taken < 400  # both paths were exercised
