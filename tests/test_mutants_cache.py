@@ -10,6 +10,9 @@ import pytest
 from amc.backends.base import Completion, GenerationRequest, GenerationResponse, Message, SamplingParams
 from amc.engine.cache import CachedBackend, CacheError, RequestCache, request_key
 
+# the key of the request in test_request_keys_are_stable_across_releases_so_an_upgrade_keeps_the_cache
+PINNED_KEY = "c8df0ebd86ecc1bc57b22d80461ed2db9bab1883d03a4919012248c8e20e4aab"
+
 
 class Engine:
     """Answers each request with its question, or as told per question: 'error', 'retry' (an outage), 'length'."""
@@ -224,3 +227,85 @@ def test_a_cache_whose_table_was_dropped_under_it_is_named_corrupt_at_every_use(
     for use in (lambda c: c.get_many(["k"]), lambda c: c.put_many([("k", "v")]), len):
         with pytest.raises(CacheError, match=r"is corrupt \(no such table: responses\); remove it with `amc clean"):
             use(cache)
+
+
+# ------------------------------------------------------------------------------------ what a key is made of
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"engine": "vllm"},
+        {"model": "m2"},
+        {"revision": "r2"},
+        {"identity": {"base_url": "http://elsewhere"}},
+        {"identity": None},
+    ],
+    ids=["engine", "model", "revision", "identity", "no-identity"],
+)
+def test_backends_that_differ_in_one_name_never_share_answers_in_one_cache(tmp_path, other):
+    """One run's cache serves every role: an actor and an annotator that differ only in engine, model, revision or
+    settings (a server's URL) must each get their own answers, never the other's."""
+    cache = RequestCache(tmp_path / "c.sqlite")
+    names = {"engine": "sim", "model": "m", "revision": "r1", "identity": {"base_url": "http://here"}}
+    first = CachedBackend(None, cache, factory=Engine, **names)
+    first.generate([_req("a")])
+    assert first.made == 1
+    same = CachedBackend(None, cache, factory=Engine, **names)
+    same.generate([_req("a")])
+    assert (same.made, same.cached) == (0, 1) and not same.started
+    differs = CachedBackend(None, cache, factory=Engine, **{**names, **other})
+    differs.generate([_req("a")])
+    assert (differs.made, differs.cached) == (1, 0), other
+
+
+def test_settings_written_in_another_key_order_are_the_same_request():
+    r = _req("a").model_copy(update={"response_schema": {"type": "object", "required": ["x"], "title": "T"}})
+    reordered = r.model_copy(update={"response_schema": {"title": "T", "required": ["x"], "type": "object"}})
+    assert request_key("e", "m", None, r, {"url": "u", "dtype": "f32"}) == request_key(
+        "e", "m", None, reordered, {"dtype": "f32", "url": "u"}
+    )
+
+
+def test_request_keys_are_stable_across_releases_so_an_upgrade_keeps_the_cache():
+    """A run's cache outlives the amc that wrote it: after an upgrade, a rerun must find its answers (else every
+    request is paid for again). This pins the key of one request with every field set; a change to the key's
+    format must be deliberate (change this value and say in the changelog that caches are invalidated)."""
+    req = GenerationRequest(
+        id="p1/sample",
+        role="actor",
+        messages=[Message(role="system", content="Résous."), Message(role="user", content="1 + 1 = ?")],
+        params=SamplingParams(n=2, temperature=0.7, max_tokens=64, seed=3),
+        response_schema={"type": "object", "properties": {"a": {"type": "string"}}},
+        template="sample@1",
+    )
+    key = request_key("vllm", "org/model", "abc123", req, {"dtype": "bfloat16", "base_url": "http://h:8000/v1"})
+    assert key == PINNED_KEY
+
+
+def test_a_cache_in_a_folder_that_does_not_exist_yet_is_created_with_its_parents(tmp_path):
+    cache = RequestCache(tmp_path / "runs" / "new" / "deep" / "cache.sqlite")
+    cache.put_many([("k", "v")])
+    assert cache.get_many(["k"]) == {"k": "v"}
+
+
+def test_one_cache_is_used_from_several_threads(tmp_path):
+    """The openai engine's request threads and the viewer's handler threads reach the cache from other threads
+    than the one that opened it."""
+    import threading
+
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.put_many([("k0", "v0")])  # opened on this thread
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            cache.put_many([(f"k{i}", f"v{i}")])
+            assert cache.get_many(["k0", f"k{i}"]) == {"k0": "v0", f"k{i}": f"v{i}"}
+        except BaseException as exc:  # noqa: BLE001  (reported below, on the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(cache) == 5
