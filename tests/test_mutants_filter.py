@@ -218,3 +218,112 @@ def test_the_stage_labels_each_critiqued_path_once_and_counts_them():
     res = FilterStage().run(twins, _ctx(engine, step_labels={"enabled": True, "rollouts": 1}))
     assert [lab.id for lab in res.extra["step_labels"]] == ["p0/inject/0"] and res.counts["step_labels"] == 1
     assert sum(r.id.count("/rollout/") for r in engine.seen) == 3
+
+
+# ------------------------------------------------------------------ found by the full mutmut run (third session)
+def test_the_refinement_prompt_holds_the_question_and_the_requests_carry_the_configured_sampling():
+    _, engine = _run([_critique()], sampling={"temperature": 0.3, "top_p": 0.9, "max_tokens": 77})
+    (req,) = engine.seen
+    assert "Pens?" in "\n".join(m.content for m in req.messages)
+    assert (req.params.temperature, req.params.top_p, req.params.max_tokens) == (0.3, 0.9, 77)
+
+
+def test_counts_add_up_when_a_reason_drops_several_critiques_and_an_engine_error_stops_nothing_after_it(
+    monkeypatch,
+):
+    """The funnel counts every drop (not 'at least one'), and a failed refinement request is skipped, not the end
+    of the shard: the critiques after it are still decided."""
+    graded = []
+
+    def verify(pairs):  # a refinement answering 99 is one the grading guard stopped
+        graded.extend(pairs)
+        return [None if p == "99" else p == r for r, p in pairs]
+
+    monkeypatch.setattr(filter_module, "verify_many", verify)
+    crit = [
+        _critique("p0/inject/1/c0", path=_path("p0/inject/1"), final_verdict=True, raw="v1"),
+        _critique("p0/inject/2/c0", path=_path("p0/inject/2"), final_verdict=True, raw="v2"),
+        _critique("p0/inject/0/e1", raw="e1"),
+        _critique("p0/inject/0/e2", raw="e2"),
+        _critique("p0/inject/0/u1", raw="u1"),
+        _critique("p0/inject/0/u2", raw="u2"),
+        _critique("p0/inject/0/t1", raw="t1"),
+        _critique("p0/inject/0/t2", raw="t2"),
+        _critique("p0/inject/0/k", raw="k"),
+    ]
+
+    def answer(r, j):
+        kind = r.id.split("/")[3]
+        return {"e": None, "u": "12 - 2 = 99\nThe answer is 99.", "t": BAD}.get(kind[0], GOOD)
+
+    res, _ = _run(crit, answer, n=1, k=1)
+    assert res.counts == {
+        "in": 9,
+        "kept": 1,
+        "dropped:verdict_mismatch": 2,
+        "dropped:engine_error": 2,
+        "grading_undecided": 2,
+        "dropped:too_few_correct_refinements": 2,
+    }
+    assert [d.id for d in res.rows] == ["p0/inject/0/k"]
+    undecided = [r for r in res.rejects if r.reason == "grading_undecided"]
+    assert [r.row_id for r in undecided] == ["p0/inject/0/u1", "p0/inject/0/u2"]
+    assert all("grading a refinement's answer;" in r.detail for r in undecided)
+
+
+def test_the_filter_is_rebuilt_when_the_actor_that_refines_changes():
+    def cfg(model):
+        return config_from_dict({"name": "t", "models": {"actor": {"engine": "sim", "model": model}}})
+
+    stage = FilterStage()
+    assert stage.config_slice(cfg("a1")) != stage.config_slice(cfg("a2"))
+    assert stage.config_slice(cfg("a1")) == stage.config_slice(cfg("a1"))
+
+
+def test_rollout_rejects_belong_to_the_filter_stage_and_say_what_was_undecided(monkeypatch):
+    def answer(r, j):
+        if r.id.startswith("p0/inject/0/"):
+            return None  # a failed request
+        if r.id.startswith("p0/inject/1/"):
+            return ("The answer is 10", "length")  # cut off
+        return "The answer is 10."
+
+    paths = [_path("p0/inject/0"), _path("p0/inject/1"), _path("p0/inject/2")]
+    monkeypatch.setattr(filter_module, "verify_many", lambda pairs: [None] * len(pairs))
+    (labels, failures), _ = _labels(answer, paths)
+    assert labels == []
+    assert [(f.stage, f.row_id, f.reason) for f in failures] == [
+        ("filter", "p0/inject/0/rollout/0", "engine_error"),
+        ("filter", "p0/inject/1/rollout/0", "no_graded_rollout"),
+        ("filter", "p0/inject/2/rollout/0", "grading_undecided"),
+    ]
+    assert "grading a rollout's answer;" in failures[2].detail
+
+
+def test_a_rollout_is_graded_with_its_prefix_so_an_empty_continuation_of_a_finished_prefix_counts():
+    """The text graded for prefix i is the path's first i+1 steps followed by the continuation: a model that
+    continues a prefix which already states the answer with nothing still reaches that answer; the prefixes
+    before it (no answer stated) do not."""
+    steps = ["3 * 4 = 12 pens.", "12 - 2 = 10 pens.", "The answer is 10."]
+    (labels, failures), _ = _labels(lambda r, j: "", [_path(steps=steps, correct=True, error_step=None)])
+    assert failures == []
+    assert labels[0].soft_labels == [0.0, 0.0, 1.0]
+
+
+def test_labels_of_paths_of_different_lengths_are_their_own():
+    paths = [
+        _path("p0/inject/0", steps=["3 * 4 = 12 pens.", "12 - 2 = 10 pens.", "The answer is 10."]),
+        _path("p0/inject/1", steps=["12 - 2 = 10 pens.", "The answer is 10."]),
+        _path("p0/inject/2", steps=["The answer is 11."]),
+    ]
+
+    def answer(r, j):
+        return "The answer is 11." if r.id.startswith("p0/inject/2/") else "The answer is 10."
+
+    (labels, failures), _ = _labels(answer, paths)
+    assert failures == []
+    assert [(lab.id, lab.soft_labels) for lab in labels] == [
+        ("p0/inject/0", [1.0, 1.0, 1.0]),
+        ("p0/inject/1", [1.0, 1.0]),
+        ("p0/inject/2", [0.0]),
+    ]
