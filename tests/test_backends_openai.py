@@ -34,6 +34,7 @@ class ScriptedServer:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.bodies: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.auth: list[str | None] = []
+        self.paths: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -85,6 +86,7 @@ def make_handler(state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 state.times[scenario].append(time.monotonic())
                 state.bodies[scenario].append(body)
                 state.auth.append(self.headers.get("Authorization"))
+                state.paths.append(self.path)
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
@@ -109,6 +111,22 @@ def make_handler(state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"choices": [{"index": 0}]})
             elif scenario.startswith("status-") and hit == 1:  # e.g. "status-408": that status once, then good
                 self._json(int(scenario.split("-")[1]), {"error": "try again"})
+            elif scenario == "list-body" and hit == 1:
+                self._json(200, [])
+            elif scenario == "always-empty":
+                self._json(200, {"choices": []})
+            elif scenario == "always-no-message":
+                self._json(200, {"choices": [{"index": 0}]})
+            elif scenario == "always-html":
+                self._send(200, ("<html>" + "x" * 200 + "</html>").encode())
+            elif scenario == "usage-null":
+                self._json(200, {**_good(body), "usage": None})
+            elif scenario == "no-usage":
+                self._json(200, {k: v for k, v in _good(body).items() if k != "usage"})
+            elif scenario == "shuffled":  # choices out of index order, one with a null content
+                choices = _good(body)["choices"][::-1]
+                choices[0]["message"]["content"] = None
+                self._json(200, {"choices": choices})
             elif scenario == "filtered":
                 self._json(200, _good(body, finish="content_filter"))
             elif scenario == "down":
@@ -386,3 +404,103 @@ def test_backoff_grows_with_jitter_and_never_passes_the_cap():
         assert len({round(b._delay(attempt, None), 6) for _ in range(20)}) > 1
     assert b._delay(0, 2.0) >= 2.0  # the server's wish is a lower bound ...
     assert b._delay(0, 3600.0) == 4.0  # ... up to the cap: a server asking for an hour does not stall a build
+
+
+# ------------------------------------------------------------------ found by the full mutmut run (third session)
+def test_an_outage_is_retryable_and_a_refusal_is_not(server):
+    """What decides whether the next build asks again: an answer missing after every retry is an outage (the
+    stage stays incomplete), a 4xx refusal is a finished reject."""
+    _, url = server
+    down, refused = backend_for(url, max_retries=1).generate([req("down"), req("rejected")])
+    assert (down.ok, down.retryable) == (False, True)
+    assert (refused.ok, refused.retryable) == (False, False)
+
+
+def test_retries_are_counted_once_per_wait_between_attempts(server):
+    _, url = server
+    b = backend_for(url, max_retries=2)
+    b.generate([req("down")])
+    assert b.usage["retries"] == 2  # three attempts, two waits
+    b = backend_for(url, max_retries=0)
+    b.generate([req("down", "again")])
+    assert b.usage["retries"] == 0
+
+
+def test_a_json_body_that_is_not_an_object_is_retried_like_garbage(server):
+    state, url = server
+    [r] = backend_for(url).generate([req("list-body")])
+    assert r.ok and state.hits["list-body"] == 2
+
+
+def test_usage_null_or_absent_counts_no_tokens(server):
+    _, url = server
+    b = backend_for(url)
+    out = b.generate([req("usage-null"), req("no-usage")])
+    assert all(r.ok for r in out)
+    assert all(c.prompt_tokens is None and c.completion_tokens is None for r in out for c in r.completions)
+    assert b.usage == {"prompt_tokens": 0, "completion_tokens": 0, "requests": 2, "retries": 0, "failed": 0}
+
+
+def test_choices_come_back_in_index_order_and_a_null_content_is_an_empty_text(server):
+    _, url = server
+    [r] = backend_for(url).generate([req("shuffled", n=3, seed=1)])
+    assert [c.text for c in r.completions] == ["sample 0 seed=1", "sample 1 seed=1", ""]
+
+
+def test_no_key_configured_sends_no_authorization_header(server):
+    state, url = server
+    [r] = backend_for(url).generate([req("fine")])
+    assert r.ok and state.auth == [None]
+
+
+def test_a_base_url_with_a_trailing_slash_reaches_the_same_endpoint(server):
+    state, url = server
+    for base in (url, url + "/"):
+        [r] = backend_for(base).generate([req("fine", base)])
+        assert r.ok
+    assert state.paths == ["/v1/chat/completions"] * 2
+
+
+def test_a_transport_error_that_quotes_the_key_is_masked(server, monkeypatch):
+    """Whatever a failing connection says (a proxy may echo the request's headers) is masked before it becomes
+    a reject row's detail on disk."""
+    import httpx
+
+    _, url = server
+    monkeypatch.setenv("AMC_TEST_API_KEY", SECRET)
+
+    async def refuse(self, *args, **kwargs):
+        raise httpx.ConnectError(f"proxy refused Authorization: Bearer {SECRET}")
+
+    monkeypatch.setattr(httpx.AsyncClient, "post", refuse)
+    [r] = backend_for(url, api_key_env="AMC_TEST_API_KEY", max_retries=0).generate([req("fine")])
+    assert not r.ok and "proxy refused" in r.error and SECRET not in r.error
+
+
+def test_answers_of_another_revision_of_the_served_model_are_not_reused(server, tmp_path):
+    from amc.engine.cache import CachedBackend, RequestCache
+
+    state, url = server
+    cache = RequestCache(tmp_path / "c.sqlite")
+    CachedBackend(backend_for(url, revision="r1"), cache).generate([req("fine")])
+    again = CachedBackend(backend_for(url, revision="r1"), cache)
+    again.generate([req("fine")])
+    other = CachedBackend(backend_for(url, revision="r2"), cache)
+    other.generate([req("fine")])
+    assert (again.made, other.made, state.hits["fine"]) == (0, 1, 2)
+
+
+def test_what_a_misbehaving_server_sent_is_named_in_the_error(server):
+    _, url = server
+    empty, no_message, html = backend_for(url, max_retries=0).generate(
+        [req("always-empty"), req("always-no-message"), req("always-html")]
+    )
+    assert empty.error.endswith("last: response has no choices")
+    assert no_message.error.endswith("last: response choices have no message")
+    body = "<html>" + "x" * 200 + "</html>"
+    assert html.error.endswith(f"last: malformed JSON body: {body[:80]!r}")
+
+
+def test_an_openai_engine_without_base_url_is_refused_with_an_example():
+    with pytest.raises(ValueError, match=r"^the openai engine needs base_url, e\.g\. http://127\.0\.0\.1:8000/v1$"):
+        OpenAIBackend(ModelConfig(engine="openai", model="m"))
