@@ -200,3 +200,37 @@ def test_unknown_key_stops_before_any_engine(tmp_path):
     message = " ".join(res.stderr.split())
     assert "stages.inject.per_problme" in message and "unknown key" in message
     assert not log.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_build_hides_its_problems_from_the_cyclic_collector_while_it_runs_and_only_then(tmp_path, monkeypatch):
+    """The problems live for the whole build: they are frozen out of the garbage collector's full collections
+    (which would otherwise walk a heap that grows with the problem count), and a build leaves the process's
+    collector as it found it, also when it fails."""
+    import gc
+
+    from amc.config import load_config
+    from amc.engine.runner import Runner
+    from amc.stages.sample import SampleStage
+
+    seen: list[int] = []
+    real_run = SampleStage.run
+
+    def run(self, rows, ctx):
+        seen.append(gc.get_freeze_count())
+        return real_run(self, rows, ctx)
+
+    monkeypatch.setattr(SampleStage, "run", run)
+    before = gc.get_freeze_count()
+    cfg = load_config(QUICKSTART, [f"run_dir={tmp_path / 'run'}", "source.count=8", "shard_size=4"])
+    Runner(cfg, show_progress=False).build("sample")
+    assert seen and all(n > before for n in seen)  # the problems (and more) were frozen during the stage
+    assert gc.get_freeze_count() == before
+
+    def boom(self, rows, ctx):
+        raise RuntimeError("stage crashed")
+
+    monkeypatch.setattr(SampleStage, "run", boom)
+    cfg = load_config(QUICKSTART, [f"run_dir={tmp_path / 'run2'}", "source.count=8", "shard_size=4"])
+    with pytest.raises(RuntimeError, match="stage crashed"):
+        Runner(cfg, show_progress=False).build("sample")
+    assert gc.get_freeze_count() == before

@@ -16,6 +16,7 @@ a killed build resumes at the first shard its manifest does not list.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator
@@ -115,11 +116,18 @@ class Runner:
         or reading 100k problems would cost more than checking every manifest)."""
         if self._loaded is None:
             self._loaded = source_stage().load(self.cfg)
+            # The problems live until the build ends (every stage looks rows up in them): move them, and what the
+            # imports made, out of the cyclic collector's sight, so that its full collections do not walk a heap
+            # that grows with the problem count (unfrozen when the build ends).
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
             self.executor.start(self.cfg, cache, self._loaded)
         return self._loaded
 
     def _build(self, plan: list[Stage], until: str) -> list[StageReport]:
         self._loaded: list[Any] | None = None
+        self._frozen = False
         self._reask: frozenset[str] = frozenset()  # --retry-rejects: reject rows whose requests skip the cache
         cache = RequestCache(self.run_dir / "cache.sqlite")
         reports: list[StageReport] = []
@@ -139,6 +147,8 @@ class Runner:
                 input_fp = fp
                 input_data = data_hash(self.rundir.read_manifest(stage.name) or {})
         finally:
+            if self._frozen:
+                gc.unfreeze()
             self.executor.close()
             cache.close()
             self.rundir.write_build(
