@@ -28,3 +28,22 @@ def shared_data() -> Path:
     """Real public data beside the checkout (../shared/data); tests read it, never copy it."""
     assert SHARED_DATA.is_dir(), f"expected the shared data at {SHARED_DATA}"
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _cold_memos():
+    """Every test starts with amc's per-text memos and function caches empty (step claims, number literals, the
+    sim's helpers): a result one test computed never answers for another, so what a test checks is computed while
+    it runs. (Mutation testing forks its runs from a process whose memos are warm: without this, a mutated
+    function whose results were remembered was never called.)"""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("amc") or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if attr.endswith("_MEMO") and isinstance(value, dict):
+                value.clear()
+            elif callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == name:
+                value.cache_clear()
+    yield
