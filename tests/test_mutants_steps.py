@@ -6,6 +6,7 @@ A false alarm (a true claim read as false) mislabels data; a miss lets a flawed 
 from __future__ import annotations
 
 import pytest
+import sympy
 
 from amc.steps import claims, first_false_arithmetic, join, solution_steps, split
 
@@ -113,3 +114,46 @@ def test_a_reference_solution_loses_notes_figures_and_the_answer_line():
         "The code #### is not an answer line",
     ]
     assert solution_steps("a [asy]x[/asy] b [asy]y[/asy] c") == ["a  b  c"]  # each figure, not all between them
+
+
+# ------------------------------------------------------------------ found by the full mutmut run (third session)
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        # one number on the right: a simple result, spans of the left side and of the number
+        ("He pays 12 - 2 = 10 dollars.", dict(expr="12 - 2", result="10", span=(8, 19), expr_span=(8, 14),
+         result_span=(17, 19), value=10, stated=10, simple=True, in_note=False, result_unit=1)),
+        # an expression on the right: not simple, the result span covers all of it
+        ("So 3 + 4 = 5 + 2 apples.", dict(expr="3 + 4", result="5 + 2", span=(3, 16), expr_span=(3, 8),
+         result_span=(11, 16), value=7, stated=7, simple=False, in_note=False, result_unit=1)),
+        # a signed result is not one unsigned literal
+        ("Loss: 10 - 12 = -2 cents.", dict(expr="10 - 12", result="2", value=-2, stated=-2, simple=False)),
+        # a % on the left read as a plain number is said so
+        ("So 50% * 20 = 1000 here.", dict(value=1000, stated=1000, simple=True, percent_as_number=True)),
+        # a percent result is stated in hundredths
+        ("So 1/4 = 25% of it.", dict(result="25", value=sympy.Rational(1, 4), stated=sympy.Rational(1, 4),
+         simple=True, result_unit=sympy.Rational(1, 100), percent_as_number=False)),
+    ],
+)  # fmt: skip
+def test_a_claim_says_where_its_sides_are_and_what_they_are_worth(step, expected):
+    """What the critique hints, the inject strategy and the viewer read from a claim: its texts and their spans in
+    the step, both values, whether the result is one plain literal, its unit."""
+    (c,) = claims(step)
+    got = {k: getattr(c, k) for k in expected}
+    assert got == expected
+    assert step[c.expr_span[0] : c.expr_span[1]] == c.expr and step[c.result_span[0] : c.result_span[1]] in (
+        c.result,
+        f"-{c.result}",
+    )
+
+
+def test_a_claim_in_a_calculator_note_is_marked_and_points_at_the_visible_echo():
+    visible, note = claims("She buys 4*3=<<4*3=12>>12 eggs.")
+    assert (visible.in_note, visible.span, visible.echo_span) == (False, (9, 25), None)
+    assert (note.in_note, note.span, note.expr_span, note.result_span, note.echo_span) == (
+        True,
+        (15, 21),
+        (15, 18),
+        (19, 21),
+        (23, 25),
+    )
