@@ -157,3 +157,38 @@ def test_a_claim_in_a_calculator_note_is_marked_and_points_at_the_visible_echo()
         (19, 21),
         (23, 25),
     )
+
+
+@pytest.mark.parametrize(
+    ("step", "judged"),
+    [
+        ("So 2 * 4 = 9 cubes.", [(False, "9")]),
+        ("So 7 / 2 = 3.5 exactly.", [(True, "7/2")]),
+        ("So 7 / 2 = 3.4 each.", [(False, "17/5")]),
+        ("So 10 / 3 = 3.33 each.", [(True, "333/100")]),  # within the last digit shown
+        ("So 10 / 3 = 3.35 each.", [(False, "67/20")]),
+        ("So 1/8 = 0.125 each.", [(True, "1/8")]),
+        ("Change 10 - 12 = -2 dollars.", [(True, "-2")]),
+        ("Change 10 - 12 = -3 dollars.", [(False, "-3")]),
+        ("Change 10 - 12 = 2 dollars.", [(False, "2")]),  # the sign is part of the result
+        ("Cost 2 * 0.25 = 50 cents.", [(True, "1/2")]),  # cents are hundredths
+        ("Cost 2 * 0.25 = 60 cents.", [(False, "3/5")]),
+        ("The town has 2 * 1.5 = 3 million people.", [(True, "3")]),
+        ("The town has 2 * 1.5 = 4 million people.", [(False, "4000000")]),
+        ("So (2.8284)^2 = 8 exactly.", [(True, "8")]),  # rounded decimals on the left: relative tolerance
+        ("So 1.4142 * 1.4142 = 2 here.", [(True, "2")]),
+        ("So (2.8284)^2 = 8.1 exactly.", [(False, "81/10")]),
+        ("So 3 * 2 = 3! ways.", [(True, "6")]),
+        ("So 2 * 4 = 2^3 cubes.", [(True, "8")]),
+        ("He paid 50 / 3 = 1/3 of 50 dollars.", [(True, "50/3")]),
+        ("Total 12 + 2 = 13 + 1 = 14.", [(True, "14"), (True, "14")]),
+        ("So 20 * 50% = 10 left", [(True, "10")]),
+        ("So 20 * 50% = 1000 here", [(True, "1000")]),  # the % read as a plain number
+        ("So 20 * 50% = 11 left", [(False, "11")]),
+        ("So 36/5 = 7 full pens.", [(True, "7")]),  # integer division, said in words
+        ("So 36/5 = 7 pens.", [(False, "7")]),
+        ("Then 4 pounds - 6 ounces = 58 ounces.", []),  # units we cannot convert: no claim
+    ],
+)
+def test_each_stated_result_is_judged_as_a_reader_would(step, judged):
+    assert [(c.true, str(c.stated)) for c in claims(step)] == judged
