@@ -121,13 +121,11 @@ class Runner:
             # that grows with the problem count (unfrozen when the build ends).
             gc.collect()
             gc.freeze()
-            self._frozen = True
             self.executor.start(self.cfg, cache, self._loaded)
         return self._loaded
 
     def _build(self, plan: list[Stage], until: str) -> list[StageReport]:
         self._loaded: list[Any] | None = None
-        self._frozen = False
         self._reask: frozenset[str] = frozenset()  # --retry-rejects: reject rows whose requests skip the cache
         cache = RequestCache(self.run_dir / "cache.sqlite")
         reports: list[StageReport] = []
@@ -147,7 +145,7 @@ class Runner:
                 input_fp = fp
                 input_data = data_hash(self.rundir.read_manifest(stage.name) or {})
         finally:
-            if self._frozen:
+            if self._loaded is not None:  # loaded, then frozen (_problems)
                 gc.unfreeze()
             self.executor.close()
             cache.close()
